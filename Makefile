@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both create and reuse .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BH := $(VENV)/bin/benchharness
+STAMP := $(VENV)/.installed
+WORLD ?= data/synthetic-small
+
+.PHONY: demo test test-fast bench setup clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+$(WORLD)/.complete: $(STAMP)
+	$(BH) data synth --out $(WORLD) --size small --seed 0
+
+demo: $(STAMP) $(WORLD)/.complete
+	$(BH) run --suite smoke --data-root $(WORLD)
+	$(BH) leaderboard --reference
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP) $(WORLD)/.complete
+	$(PY) benchmarks/run_benchmarks.py --world $(WORLD)

@@ -1,0 +1,69 @@
+"""Batched image augmentation on uint8 tensors already in memory.
+
+Random-scale crops, mirroring and multi-crop testing are done for a whole batch at once with
+``torchvision.ops.roi_align`` (bilinear resampling of one box per sample), which is far cheaper
+than per-image PIL transforms on a CPU and runs unchanged on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as F
+
+
+def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a uint8 [3, H, W] image to [3, size, size] (antialiased bilinear)."""
+    return F.resize(image, [size, size], antialias=True)
+
+
+def random_boxes(n: int, side: int, scale: tuple[float, float], ratio: tuple[float, float],
+                 generator: torch.Generator) -> torch.Tensor:
+    """``n`` random crop boxes (x1, y1, x2, y2) inside a ``side`` x ``side`` image.
+
+    Each box covers an area fraction drawn uniformly from ``scale`` with an aspect ratio drawn
+    log-uniformly from ``ratio`` (clipped to the image), at a uniform random position.
+    """
+    area = torch.empty(n).uniform_(*scale, generator=generator) * side * side
+    log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_r)
+    w = torch.sqrt(area * aspect).clamp(4, side)
+    h = torch.sqrt(area / aspect).clamp(4, side)
+    x1 = torch.rand(n, generator=generator) * (side - w)
+    y1 = torch.rand(n, generator=generator) * (side - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def crop_batch(images: torch.Tensor, boxes: torch.Tensor, out_size: int,
+               flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop ``boxes[i]`` out of ``images[i]`` (uint8 [B, 3, S, S]) and resize to ``out_size``.
+
+    Returns float images in [0, 1]; ``flip`` (bool [B]) mirrors the chosen samples.
+    """
+    x = images.float().div_(255)
+    rois = torch.cat([torch.arange(len(boxes), dtype=x.dtype, device=x.device)[:, None],
+                      boxes.to(x)], dim=1)
+    out = roi_align(x, rois, output_size=(out_size, out_size), spatial_scale=1.0,
+                    sampling_ratio=2, aligned=True)
+    if flip is not None:
+        out[flip.to(out.device)] = out[flip.to(out.device)].flip(-1)
+    return out.clamp_(0, 1)
+
+
+def random_crop_batch(images: torch.Tensor, out_size: int, generator: torch.Generator,
+                      scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), mirror: bool = True) -> torch.Tensor:
+    """Training augmentation: a random-scale crop of each image, mirrored half of the time."""
+    boxes = random_boxes(len(images), images.shape[-1], scale, ratio, generator)
+    flip = torch.rand(len(images), generator=generator) < 0.5 if mirror else None
+    return crop_batch(images, boxes, out_size, flip)
+
+
+def center_crop_batch(images: torch.Tensor, out_size: int, fraction: float = 0.875) -> torch.Tensor:
+    """Deterministic central crop covering ``fraction`` of each side, resized to ``out_size``."""
+    side = images.shape[-1]
+    w = side * fraction
+    o = (side - w) / 2
+    boxes = torch.tensor([[o, o, o + w, o + w]]).expand(len(images), 4)
+    return crop_batch(images, boxes, out_size)

@@ -1,0 +1,207 @@
+"""The objects that plugins register and that flow between methods, tasks and evaluators.
+
+A method plugin returns :class:`Method` objects, a task plugin :class:`Task` objects, an
+evaluator plugin :class:`Evaluator` objects. They meet only through the
+:class:`~benchharness.representation.Representation` (method -> task) and through
+:class:`Predictions` / ground truth (task -> evaluator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .representation import Representation
+
+GROUPS = ("sup", "self-sup", "unsup", "none")
+"""Supervision groups, in the order the leaderboard shows them."""
+
+DATA_KINDS = ("images", "labels", "video", "audio")
+"""What a method may need from the data: still images, their labels, video clips, audio."""
+
+
+class BenchharnessError(Exception):
+    """An error the user can act on; the CLI prints its message without a traceback."""
+
+
+class DataError(BenchharnessError):
+    """Bad or missing input data. The message always names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class RunContext:
+    """Everything a method's ``pretrain`` or a task's ``transfer`` may use.
+
+    ``config`` is the resolved configuration of the method (for ``pretrain``) or of the task
+    (for ``transfer``) from the suite file. ``progress(iterable, desc=..., total=...)`` wraps an
+    iterable in a progress bar. ``method_arg`` is the text after ``:`` in a method spec such as
+    ``checkpoint:weights.safetensors``.
+    """
+
+    device: "torch.device"
+    seed: int
+    data_root: Path
+    cache_dir: Path
+    backbone: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    method_arg: str | None = None
+    progress: Callable[..., Any] | None = None
+    log: Callable[[str], None] = print
+    backbone_factory: Callable[..., Any] | None = None
+
+    def build_backbone(self, in_channels: int = 3):
+        """A fresh, randomly initialised trunk of this run's backbone."""
+        if self.backbone_factory is None:
+            from .backbones import build
+            return build(self.backbone, in_channels=in_channels)
+        return self.backbone_factory(in_channels=in_channels)
+
+    def bar(self, iterable, **kwargs):
+        """Wrap ``iterable`` in this run's progress reporter (or return it unchanged)."""
+        if self.progress is None:
+            return iterable
+        return self.progress(iterable, **kwargs)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pretraining method: how to obtain a Representation.
+
+    ``pretrain(ctx)`` returns a :class:`~benchharness.representation.Representation` whose
+    backbone is ``ctx.backbone``. ``group`` is one of :data:`GROUPS`; ``needs`` lists items of
+    :data:`DATA_KINDS`. ``takes_argument`` is true for methods used as ``name:ARG``.
+    """
+
+    name: str
+    group: str
+    needs: tuple[str, ...]
+    pretrain: Callable[[RunContext], "Representation"]
+    description: str = ""
+    takes_argument: bool = False
+
+    def __post_init__(self):
+        if self.group not in GROUPS:
+            raise ValueError(f"method {self.name!r}: group {self.group!r} is not one of {GROUPS}")
+        unknown = set(self.needs) - set(DATA_KINDS)
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown data kinds {sorted(unknown)}")
+
+
+@dataclass
+class TransferOutput:
+    """What a task's transfer returns: predictions, their ground truth, and side facts.
+
+    ``metric`` is the evaluator id that gives the headline number; ``extra_metrics`` are other
+    evaluator ids the runner also computes and stores under ``per_metric``. ``timing`` holds
+    seconds spent (``transfer`` at least); ``info`` anything worth recording in the result.
+    """
+
+    predictions: "Predictions"
+    ground_truth: Any
+    metric: str
+    extra_metrics: tuple[str, ...] = ()
+    timing: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A transfer task: fit a Representation to a target dataset and predict on its test split.
+
+    ``transfer(representation, protocol, ctx)`` returns a :class:`TransferOutput`.
+    ``protocols`` names what may be passed; ``datasets`` names what it reads (for messages).
+    """
+
+    name: str
+    protocols: tuple[str, ...]
+    datasets: tuple[str, ...]
+    transfer: Callable[["Representation", str, RunContext], TransferOutput]
+    description: str = ""
+
+
+@dataclass
+class Predictions:
+    """Predictions for one split.
+
+    ``kind`` is ``cls`` (``scores``: array [N images, C classes]), ``det`` (``detections``:
+    per class a list of ``(image_id, score, xmin, ymin, xmax, ymax)``, 1-based inclusive pixel
+    boxes) or ``seg`` (``masks``: image id -> uint8 array of class indices).
+    """
+
+    kind: str
+    class_names: Sequence[str]
+    image_ids: Sequence[str]
+    scores: np.ndarray | None = None
+    detections: dict[str, list[tuple]] | None = None
+    masks: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class ClsGroundTruth:
+    """Per-image, per-class labels as in the VOC devkit: 1 positive, -1 negative, 0 difficult."""
+
+    class_names: Sequence[str]
+    image_ids: Sequence[str]
+    labels: np.ndarray  # int8 [N, C]
+
+
+@dataclass
+class Metrics:
+    """An evaluator's answer. ``mean`` and ``per_class`` are fractions in [0, 1]."""
+
+    metric: str
+    mean: float
+    per_class: dict[str, float]
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """A metric with a stable id, e.g. ``voc07-11pt``; ``kind`` is ``cls``, ``det`` or ``seg``.
+
+    ``evaluate(predictions, ground_truth)`` returns :class:`Metrics`.
+    """
+
+    id: str
+    kind: str
+    evaluate: Callable[[Predictions, Any], Metrics]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A network family with the fixed stage names ``conv1``..``conv5``, ``fc6``, ``fc7``.
+
+    ``build(in_channels=3)`` returns a fresh, randomly initialised
+    :class:`~benchharness.backbones.AlexNetTrunk`;
+    ``input_size`` is the side of the square crop it expects.
+    """
+
+    name: str
+    build: Callable[[], Any]
+    input_size: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset the harness can read, and how to find it under a data root.
+
+    ``locate(data_root)`` returns the dataset's directory or raises :class:`DataError` whose
+    message says where the data is expected and how to get it.
+    """
+
+    name: str
+    locate: Callable[[Path], Path]
+    description: str = ""

@@ -1,0 +1,243 @@
+"""Jobs -> representations (cached) -> transfer -> evaluate -> results store.
+
+Everything a job needs is passed in; there is no module-level state, so an executor plugin can
+later hand jobs to a cluster without a rewrite. A job is a pure function of its configuration
+that writes one result file; finished jobs are skipped on a re-run, so killing a run loses at
+most the job in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .interfaces import BenchharnessError, DataError, RunContext
+from .plugins import Registry
+from .representation import Representation
+from .results import ResultStore, versions
+from .suite import Job, Suite, config_hash, file_digest, method_label, split_method_spec
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchharnessError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def progress_bar(iterable, **kwargs):
+    """The default progress reporter: tqdm on stderr when it is a terminal."""
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("disable", None)  # None: hide when stderr is not a terminal
+    return tqdm(iterable, **kwargs)
+
+
+def data_identity(data_root: Path) -> str:
+    """What the data is, for cache keys: the synthetic world's recipe, or the resolved path."""
+    world = data_root / "world.json"
+    if world.is_file():
+        try:
+            recipe = json.loads(world.read_text())
+            return "synthetic:" + config_hash({k: recipe.get(k) for k in ("seed", "size", "version")})
+        except json.JSONDecodeError:
+            pass
+    return str(data_root.resolve())
+
+
+def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], None]) -> Path:
+    """The data root to use; generates the embedded synthetic world when the suite asks for it."""
+    root = Path(override or suite.data_root or "data/synthetic-small")
+    if suite.synthetic is not None and not (root / ".complete").is_file() and not (root / "VOCdevkit").exists():
+        from .data.synth import generate_world
+
+        log(f"generating the synthetic world in {root} (seed {suite.synthetic.get('seed', 0)}, "
+            f"size {suite.synthetic.get('size', 'small')})")
+        generate_world(root, seed=int(suite.synthetic.get("seed", 0)),
+                       size=str(suite.synthetic.get("size", "small")), progress=progress_bar)
+    return root
+
+
+@dataclass
+class Plan:
+    """The resolved grid of a run."""
+
+    suite: Suite
+    data_root: Path
+    jobs: list[Job]
+    method_configs: dict[str, dict] = field(default_factory=dict)  # representation key -> config
+
+
+def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] | None = None,
+         tasks: list[str] | None = None, protocols: list[str] | None = None,
+         seeds: int | None = None) -> Plan:
+    """Expand the suite (filtered by the CLI's choices) into jobs; checks names and data first."""
+    methods = list(methods or suite.methods)
+    task_names = list(tasks or suite.tasks)
+    registered_methods = registry.methods()
+    registered_tasks = registry.tasks()
+    datasets = registry.datasets()
+    registry.get("backbones", suite.backbone)
+    ident = data_identity(data_root)
+    jobs, method_configs = [], {}
+    for task_name in task_names:
+        task = registry.get("tasks", task_name)
+        for ds in task.datasets:  # stop before spending compute when data is missing
+            if ds in datasets:
+                datasets[ds].locate(data_root)
+        chosen = suite.tasks.get(task_name) or list(task.protocols)
+        if protocols:
+            chosen = [p for p in protocols if p in task.protocols]
+        bad = [p for p in chosen if p not in task.protocols]
+        if bad:
+            raise BenchharnessError(f"task {task_name}: unknown protocols {bad}; it has {task.protocols}")
+        for spec in methods:
+            name, arg = split_method_spec(spec)
+            if name not in registered_methods:
+                registry.get("methods", name)  # raises with the list of known methods
+            method = registered_methods[name]
+            if method.takes_argument and not arg:
+                raise BenchharnessError(f"method {name} needs an argument: --method {name}:PATH")
+            if arg and not method.takes_argument:
+                raise BenchharnessError(f"method {name} takes no argument (got {spec!r})")
+            mcfg = dict(suite.method_config.get(name, {}))
+            arg_id = None
+            if arg:
+                p = Path(arg).expanduser()
+                arg_id = file_digest(p) if p.is_file() else str(p.resolve())
+                if not p.exists():
+                    raise DataError(p, "checkpoint not found")
+            rep_key = config_hash({"method": name, "arg": arg_id, "config": mcfg,
+                                   "backbone": suite.backbone, "data": ident})
+            method_configs[rep_key] = mcfg
+            tcfg = dict(suite.task_config.get(task_name, {}))
+            for protocol in chosen:
+                for seed in range(seeds if seeds is not None else suite.seeds):
+                    h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
+                                     "config": tcfg, "seed": seed})
+                    jobs.append(Job(suite.name, spec, task_name, protocol, seed, rep_key, h, tcfg))
+    return Plan(suite, data_root, jobs, method_configs)
+
+
+class Runner:
+    """Runs a plan's jobs in this process, caching representations on disk."""
+
+    def __init__(self, registry: Registry, results_dir: Path, cache_dir: Path | None = None,
+                 device: str = "auto", log: Callable[[str], None] | None = None,
+                 progress=progress_bar):
+        self.registry = registry
+        self.store = ResultStore(results_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(results_dir) / "cache"
+        self.device = resolve_device(device)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.progress = progress
+
+    def context(self, plan: Plan, seed: int, config: dict, method_arg: str | None = None) -> RunContext:
+        """The RunContext handed to a method or task."""
+        backbone = self.registry.get("backbones", plan.suite.backbone)
+        return RunContext(device=self.device, seed=seed, data_root=plan.data_root,
+                          cache_dir=self.cache_dir, backbone=plan.suite.backbone, config=config,
+                          method_arg=method_arg, progress=self.progress, log=self.log,
+                          backbone_factory=backbone.build)
+
+    def representation_dir(self, job: Job) -> Path:
+        """Where the representation of ``job``'s method configuration is cached."""
+        label = re.sub(r"[^A-Za-z0-9._+-]+", "_", job.method)
+        return self.cache_dir / "representations" / f"{label}-{job.representation_key}"
+
+    def representation(self, plan: Plan, job: Job) -> tuple[Representation, bool]:
+        """Load the cached representation of ``job``'s method, or pretrain and cache it."""
+        directory = self.representation_dir(job)
+        if (directory / "representation.json").is_file():
+            return Representation.load(directory), True
+        name, arg = split_method_spec(job.method_spec)
+        method = self.registry.get("methods", name)
+        mcfg = plan.method_configs[job.representation_key]
+        ctx = self.context(plan, int(mcfg.get("seed", 0)), mcfg, arg)
+        self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
+        start = time.perf_counter()
+        rep = method.pretrain(ctx)
+        rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
+                         "config_hash": job.representation_key, "config": mcfg,
+                         "pretrain_seconds": time.perf_counter() - start,
+                         "device": str(self.device), "backbone": plan.suite.backbone})
+        rep.save(directory)
+        return rep, False
+
+    def run(self, plan: Plan) -> dict[str, int]:
+        """Run every unfinished job; returns counts of done, skipped and failed jobs."""
+        counts = {"done": 0, "skipped": 0, "failed": 0}
+        memo: dict[str, tuple[Representation, bool] | BaseException] = {}
+        todo = [j for j in plan.jobs if not self.store.is_done(j)]
+        counts["skipped"] = len(plan.jobs) - len(todo)
+        if counts["skipped"]:
+            self.log(f"{counts['skipped']} of {len(plan.jobs)} jobs already finished; skipping them")
+        for i, job in enumerate(todo, 1):
+            self.log(f"[{i}/{len(todo)}] {job.method} -> {job.task} {job.protocol} seed {job.seed}")
+            result = self.run_job(plan, job, memo)
+            counts["done" if result["status"] == "ok" else "failed"] += 1
+        return counts
+
+    def run_job(self, plan: Plan, job: Job, memo: dict) -> dict:
+        """Run one job and store its result (a failure is stored as a failed result)."""
+        start = time.perf_counter()
+        base = {"method": job.method, "method_spec": job.method_spec, "task": job.task,
+                "protocol": job.protocol, "seed": job.seed, "suite": job.suite,
+                "config_hash": job.config_hash, "representation_key": job.representation_key,
+                "backbone": plan.suite.backbone, "data_root": str(plan.data_root),
+                "device": str(self.device), "versions": versions()}
+        name, _ = split_method_spec(job.method_spec)
+        base["group"] = plan.method_configs[job.representation_key].get(
+            "group", self.registry.methods()[name].group)
+        try:
+            if job.representation_key not in memo:
+                try:
+                    memo[job.representation_key] = self.representation(plan, job)
+                except Exception as exc:  # every job of this method fails with the same cause
+                    memo[job.representation_key] = exc
+                    raise
+            cached = memo[job.representation_key]
+            if isinstance(cached, BaseException):
+                raise cached
+            rep, from_cache = cached
+            task = self.registry.get("tasks", job.task)
+            out = task.transfer(rep, job.protocol, self.context(plan, job.seed, job.task_config))
+            t_eval = time.perf_counter()
+            evaluators = self.registry.evaluators()
+            main = self.registry.get("evaluators", out.metric).evaluate(out.predictions, out.ground_truth)
+            per_metric = {main.metric: 100 * main.mean}
+            for metric_id in out.extra_metrics:
+                if metric_id in evaluators:
+                    per_metric[metric_id] = 100 * evaluators[metric_id].evaluate(
+                        out.predictions, out.ground_truth).mean
+            timing = {"pretrain": rep.meta.get("pretrain_seconds"), "pretrain_cached": from_cache,
+                      **out.timing, "evaluate": time.perf_counter() - t_eval}
+            result = {**base, "status": "ok", "error": None, "metric": main.metric,
+                      "value": 100 * main.mean,
+                      "per_class": {k: 100 * v for k, v in main.per_class.items()},
+                      "per_metric": per_metric, "timing": timing, "info": out.info,
+                      "pretext": rep.meta.get("pretext"),
+                      "representation": {k: rep.meta.get(k) for k in
+                                         ("pretrain_data", "pretrain_seconds", "device", "config_hash")}}
+            self.log(f"    {main.metric} = {100 * main.mean:.2f}  ({timing['transfer']:.0f}s)")
+        except (BenchharnessError, ValueError, FloatingPointError, RuntimeError, OSError) as exc:
+            result = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc(), "metric": None, "value": None}
+            self.log(f"    FAILED: {type(exc).__name__}: {exc}")
+        result["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        result["wall_seconds"] = time.perf_counter() - start
+        self.store.write(job, result)
+        for err in self.registry.notify_result(result):
+            self.log(f"    on_result hook error: {err}")
+        return result

@@ -1,0 +1,135 @@
+"""Suite files (TOML) and the grid of jobs they describe.
+
+A suite names a backbone, the methods, the tasks and their protocols, the number of seeds, the
+data root, and per-method (``[methods.NAME]``) and per-task (``[tasks.NAME]``, with optional
+``[tasks.NAME.PROTOCOL]`` overrides) settings. See ``benchmarks/smoke.toml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .interfaces import BenchharnessError
+
+SUITE_DIRS = (Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks")
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of a JSON-able configuration."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def file_digest(path: Path, length: int = 16) -> str:
+    """SHA-256 of a file's bytes (so a changed checkpoint is a different configuration)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+@dataclass
+class Suite:
+    """A parsed suite file."""
+
+    name: str
+    path: Path | None
+    backbone: str
+    methods: list[str]
+    tasks: dict[str, list[str]]  # task -> protocols
+    seeds: int = 1
+    data_root: str | None = None
+    synthetic: dict[str, Any] | None = None  # {"seed": int, "size": str} when the default world is used
+    method_config: dict[str, dict] = field(default_factory=dict)
+    task_config: dict[str, dict] = field(default_factory=dict)
+    description: str = ""
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, raw: dict, path: Path | None = None) -> "Suite":
+        """Build from parsed TOML; unknown top-level keys are an error naming the file."""
+        where = str(path) if path else "suite"
+        known = {"name", "description", "backbone", "methods", "tasks", "seeds", "data_root",
+                 "synthetic", "device"}
+        unknown = set(raw) - known
+        if unknown:
+            raise BenchharnessError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        methods_raw = raw.get("methods", {})
+        if not isinstance(methods_raw, dict) or "use" not in methods_raw:
+            raise BenchharnessError(f"{where}: [methods] needs `use = [\"method\", ...]`")
+        tasks_raw = raw.get("tasks", {})
+        if not isinstance(tasks_raw, dict) or "use" not in tasks_raw:
+            raise BenchharnessError(f"{where}: [tasks] needs `use = [\"task\", ...]`")
+        task_cfg = {k: v for k, v in tasks_raw.items() if k != "use"}
+        tasks = {t: list(task_cfg.get(t, {}).get("protocols", [])) for t in tasks_raw["use"]}
+        return cls(
+            name=raw.get("name") or (path.stem if path else "suite"), path=path,
+            backbone=raw.get("backbone", "alexnet-small"),
+            methods=list(methods_raw["use"]), tasks=tasks, seeds=int(raw.get("seeds", 1)),
+            data_root=raw.get("data_root"), synthetic=raw.get("synthetic"),
+            method_config={k: v for k, v in methods_raw.items() if k != "use"},
+            task_config=task_cfg, description=raw.get("description", ""),
+            device=raw.get("device", "auto"))
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A suite file: an existing path, or ``<name>.toml`` in ./benchmarks or the repo's benchmarks/."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    for directory in SUITE_DIRS:
+        path = directory / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    known = sorted({p.stem for d in SUITE_DIRS if d.is_dir() for p in d.glob("*.toml")})
+    raise BenchharnessError(f"no suite {name_or_path!r}: not a file, and not among {known}")
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read and validate a suite file."""
+    path = find_suite(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchharnessError(f"{path}: not valid TOML ({exc})") from None
+    return Suite.from_dict(raw, path)
+
+
+def split_method_spec(spec: str) -> tuple[str, str | None]:
+    """``checkpoint:w.safetensors`` -> (``checkpoint``, ``w.safetensors``); ``random`` -> (``random``, None)."""
+    name, sep, arg = spec.partition(":")
+    return name, (arg if sep else None)
+
+
+def method_label(spec: str) -> str:
+    """The name a method is shown and stored under (a checkpoint by its file name)."""
+    name, arg = split_method_spec(spec)
+    return f"{name}:{Path(arg).name}" if arg else name
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of the grid: a method, a task under a protocol, a seed."""
+
+    suite: str
+    method_spec: str
+    task: str
+    protocol: str
+    seed: int
+    representation_key: str
+    config_hash: str
+    task_config: dict = field(hash=False, compare=False)
+
+    @property
+    def method(self) -> str:
+        return method_label(self.method_spec)
+
+    @property
+    def file_stem(self) -> str:
+        return f"{self.task}__{self.protocol}__seed{self.seed}__{self.config_hash}"

@@ -1,0 +1,95 @@
+"""``supervised``: the ImageNet-style baseline (group ``sup``).
+
+Trains the whole trunk plus a linear classifier with softmax cross-entropy on a labelled
+``<class>/<image>`` tree: the synthetic world's source set by default, or ImageNet's train folder
+(``source_dir`` in the suite's method section). Its pretext measurement is top-1 accuracy on the
+held-out ``val`` folder beside the train folder (chance: the largest class's share).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchharness import hookimpl
+from benchharness.data.datasets import locate_source
+from benchharness.data.folders import load_image_folder
+from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.interfaces import Method, RunContext
+from benchharness.representation import Representation, InputConvention
+
+DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
+            "crop_scale": (0.35, 1.0), "source_dir": None}
+
+
+def _settings(ctx: RunContext) -> dict:
+    unknown = set(ctx.config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"supervised: unknown settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **ctx.config}
+
+
+def pretrain(ctx: RunContext) -> Representation:
+    """Softmax classification of the source set's classes; returns the trained trunk."""
+    cfg = _settings(ctx)
+    torch.manual_seed(ctx.seed)
+    train_dir = Path(cfg["source_dir"]) if cfg["source_dir"] else locate_source(ctx.data_root)
+    network = ctx.build_backbone()
+    size = network.spec.input_size
+    store = round(size * 1.125)
+    images, targets, classes = load_image_folder(train_dir, store, ctx.progress)
+    head = nn.Linear(network.out_dim, len(classes))
+    model = nn.Sequential(network, head).to(ctx.device)
+    convention = InputConvention()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                          weight_decay=cfg["weight_decay"])
+    steps = max(1, len(images) // cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["epochs"] * steps,
+                                                pct_start=0.15)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    start = time.perf_counter()
+    bar = ctx.bar(range(cfg["epochs"]), desc="pretrain supervised")
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(images), generator=gen)
+        total = 0.0
+        for step in range(steps):
+            idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            x = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"]))
+            logits = model(convention.normalise(x.to(ctx.device)))
+            loss = nn.functional.cross_entropy(logits, targets[idx].to(ctx.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / steps:.3f}")
+    pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, ctx)
+    return Representation(network.cpu(), ctx.backbone, convention, meta={
+        "pretrain_data": str(train_dir), "pretrain_images": len(images),
+        "train_seconds": time.perf_counter() - start, "pretext": pretext})
+
+
+@torch.no_grad()
+def _held_out_accuracy(model, convention, val_dir: Path, store: int, size: int, ctx: RunContext):
+    if not val_dir.is_dir():
+        return None
+    images, targets, _ = load_image_folder(val_dir, store)
+    model.eval()
+    correct = 0
+    for s in range(0, len(images), 256):
+        x = convention.normalise(center_crop_batch(images[s:s + 256], size).to(ctx.device))
+        correct += (model(x).argmax(1).cpu() == targets[s:s + 256]).sum().item()
+    chance = torch.bincount(targets).max().item() / len(targets)
+    return {"metric": "top1-accuracy", "value": correct / len(targets), "chance": chance}
+
+
+@hookimpl
+def benchharness_methods():
+    """Supervised classification pretraining on the labelled source set."""
+    return [Method("supervised", "sup", ("images", "labels"), pretrain,
+                   "softmax classification on the labelled source set (ImageNet stand-in)")]

@@ -224,7 +224,8 @@ def _build(results_df: pd.DataFrame | None, reference_df: pd.DataFrame | None):
     columns = standard + extra
 
     ok_n = [int(n) for n in summary["n"] if n > 0]
-    typical_n = Counter(ok_n).most_common(1)[0][0] if ok_n else 0
+    # the most common number of seeds (the larger one on a tie)
+    typical_n = max(Counter(ok_n).items(), key=lambda kv: (kv[1], kv[0]))[0] if ok_n else 0
 
     # metric ids per column over measured results
     col_metrics: dict[str, list[str]] = {}
@@ -392,8 +393,10 @@ def render(
             line.append(_bold(text, fmt) if cell.best else text)
         body.append(line)
     headers = [_escape(h, fmt) for h in headers]
-    tablefmt = {"markdown": "github", "latex": "latex_raw", "html": "unsafe_html"}[fmt]
+    tablefmt = {"markdown": "github", "latex": "latex_raw", "html": "unsafehtml"}[fmt]
     table = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    if fmt == "latex" and not body:  # tabulate cannot infer a column spec without rows
+        table = table.replace(r"\begin{tabular}{}", r"\begin{tabular}{" + "l" * len(headers) + "}", 1)
     notes = [_escape(n, fmt) for n in notes]
     if fmt == "html":
         return table + "\n" + "".join(f"<p>{n}</p>\n" for n in notes)

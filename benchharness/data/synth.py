@@ -35,6 +35,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
+from ..interfaces import DataError
 from .classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
 
 GENERATOR_VERSION = "1"
@@ -192,7 +193,8 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "cross":
         return ((au <= 0.3) & (av <= 1.0)) | ((au <= 1.0) & (av <= 0.3))
     if shape == "trapezoid":
-        return (av <= 0.7) & (au <= 0.75 + 0.25 * v / 0.7) | ((au <= 0.45) & (v >= -1.0) & (v <= -0.6))
+        body = (av <= 0.7) & (au <= 0.75 + 0.25 * v / 0.7)
+        return body | ((au <= 0.45) & (v >= -1.0) & (v <= -0.6))
     if shape == "lshape":
         return ((u >= -1.0) & (u <= -0.35) & (av <= 1.0)) | ((au <= 1.0) & (v >= 0.35) & (v <= 1.0))
     if shape == "tshape":
@@ -372,7 +374,19 @@ _CLASS_WEIGHTS /= _CLASS_WEIGHTS.sum()
 
 
 def make_scene(rng: np.random.Generator, side_range: tuple[int, int] = (112, 160)) -> Scene:
-    """Draw one cluttered scene with 1-4 objects, their boxes, flags and class mask."""
+    """Draw one cluttered scene with 1-4 objects, their boxes, flags and class mask.
+
+    As in VOC, every scene has at least one annotated object: a draw whose objects all fell
+    (almost) outside the image is redrawn from the same generator.
+    """
+    for _ in range(20):
+        scene = _draw_scene(rng, side_range)
+        if scene.objects:
+            return scene
+    return scene
+
+
+def _draw_scene(rng: np.random.Generator, side_range: tuple[int, int]) -> Scene:
     width = int(rng.integers(side_range[0], side_range[1] + 1))
     height = int(rng.integers(side_range[0], side_range[1] + 1))
     short = min(width, height)
@@ -583,10 +597,20 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     out.mkdir(parents=True, exist_ok=True)
     marker = out / ".complete"
     marker.unlink(missing_ok=True)
+    info_path = out / "world.json"
+    leftovers = [name for name in ("VOCdevkit", "source", "unlabelled") if (out / name).exists()]
+    if leftovers and not _is_synthetic_world(info_path):
+        raise DataError(
+            out,
+            f"holds {', '.join(leftovers)} but no synthetic-world world.json; refusing to "
+            "overwrite what may be real data: choose an empty or new directory",
+        )
     # Start from a clean slate so that files of an earlier, larger world cannot linger.
-    for stale in ("VOCdevkit", "source", "unlabelled"):
-        if (out / stale).exists():
-            shutil.rmtree(out / stale)
+    for name in leftovers:
+        shutil.rmtree(out / name)
+    # world.json goes first (it marks the directory as ours); .complete goes last.
+    info_path.write_text(json.dumps(_world_info(seed, size), indent=2, sort_keys=True) + "\n",
+                         encoding="utf-8")
     side_range = spec.scene_side
     split_rng = _rng(seed, _STREAM_SPLITS, 0)
 
@@ -641,15 +665,25 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
         scene = make_scene(_rng(seed, _STREAM_UNLABELLED, index), side_range)
         _save_jpeg(scene.image, pool / f"u{index:06d}.jpg")
 
-    info = {
+    marker.write_bytes(b"")
+    return out
+
+
+def _world_info(seed: int, size: str) -> dict:
+    spec = SIZES[size]
+    return {
         "generator": "benchharness.data.synth",
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "size": size,
         "counts": {
-            "voc2007": {"train": len(train), "val": len(val), "trainval": len(trainval),
-                        "test": len(test)},
-            "voc2012_segmentation": {"train": len(train12), "val": len(val12)},
+            "voc2007": {
+                "train": spec.voc07_trainval // 2,
+                "val": spec.voc07_trainval - spec.voc07_trainval // 2,
+                "trainval": spec.voc07_trainval,
+                "test": spec.voc07_test,
+            },
+            "voc2012_segmentation": {"train": spec.voc12_train, "val": spec.voc12_val},
             "source": {"train": spec.source_train_per_class * len(VOC_CLASSES),
                        "val": spec.source_val_per_class * len(VOC_CLASSES)},
             "unlabelled": spec.unlabelled,
@@ -657,10 +691,14 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
         "sizes": asdict(spec),
         "classes": list(VOC_CLASSES),
     }
-    (out / "world.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n",
-                                    encoding="utf-8")
-    marker.write_bytes(b"")
-    return out
+
+
+def _is_synthetic_world(info_path: Path) -> bool:
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("generator") == "benchharness.data.synth"
 
 
 def world_is_complete(out: Path | str) -> bool:

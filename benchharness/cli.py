@@ -127,7 +127,7 @@ def leaderboard(results_dir, fmt, reference, suite):
     det, seg; mean +- std over seeds; best measured value per column marked."""
     from . import leaderboard as lb
 
-    df = lb.load_results(Path(results_dir) / "runs")
+    df = lb.load_results(Path(results_dir))
     if suite is not None and not df.empty:
         df = df[df["suite"] == suite]
     ref = None
@@ -139,12 +139,11 @@ def leaderboard(results_dir, fmt, reference, suite):
 
 
 def find_reference(results_dir: Path) -> Path:
-    """The published-numbers CSV: in the results store, else beside the package's source tree."""
-    name = "reference/published_voc_transfer.csv"
-    for candidate in (results_dir / name, Path(__file__).resolve().parent.parent / "results" / name):
-        if candidate.is_file():
-            return candidate
-    raise BenchharnessError(f"published numbers not found at {results_dir / name}")
+    """The published-numbers CSV: in the results store, else the one in the source tree."""
+    from .leaderboard import REFERENCE_CSV
+
+    candidate = results_dir / "reference" / REFERENCE_CSV.name
+    return candidate if candidate.is_file() else REFERENCE_CSV
 
 
 @main.group()

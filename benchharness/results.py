@@ -52,16 +52,6 @@ class ResultStore:
         atomic.write_json(path, {"schema": SCHEMA_VERSION, **result})
         return path
 
-    def all(self) -> list[dict]:
-        """Every readable result under ``runs`` (unreadable files are skipped)."""
-        out = []
-        for path in sorted(self.runs.rglob("*.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except json.JSONDecodeError:
-                continue
-        return out
-
 
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ from .interfaces import BenchharnessError, DataError, RunContext
 from .plugins import Registry
 from .representation import Representation
 from .results import ResultStore, versions
-from .suite import Job, Suite, config_hash, file_digest, method_label, split_method_spec
+from .suite import Job, Suite, config_hash, file_digest, split_method_spec
 
 
 def resolve_device(name: str) -> torch.device:

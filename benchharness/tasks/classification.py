@@ -145,8 +145,8 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x = random_crop_batch(images[idx], cfg.input_size, gen, scale=cfg.crop_scale).to(device)
-            loss = (loss_fn(model(x), targets[idx].to(device)) * weights[idx].to(device)).sum()
-            loss = loss / weights[idx].sum().clamp_min(1)
+            # as Caffe's SigmoidCrossEntropyLoss: summed over classes, averaged over images
+            loss = (loss_fn(model(x), targets[idx].to(device)) * weights[idx].to(device)).sum() / len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny synthetic world and a fast suite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchharness.data.synth import generate_world
+
+FAST_SUITE = """
+name = "fast"
+backbone = "alexnet-small"
+seeds = 2
+
+[methods]
+use = ["random"]
+
+[methods.supervised]
+epochs = 1
+
+[tasks]
+use = ["voc07-cls"]
+
+[tasks.voc07-cls]
+protocols = ["fc8", "all"]
+epochs = 1
+batch_size = 16
+test_crops = 1
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A tiny synthetic world (tens of images per split), generated once per test session."""
+    return generate_world(tmp_path_factory.mktemp("world") / "tiny", seed=3, size="tiny")
+
+
+@pytest.fixture
+def fast_suite(tmp_path) -> Path:
+    """A suite file with one-epoch schedules, for runner and CLI tests."""
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST_SUITE)
+    return path

@@ -1,0 +1,70 @@
+"""The command line as a user drives it: run, resume, leaderboard, data synth, missing VOC."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from benchharness.cli import main
+
+
+def test_run_then_leaderboard(tmp_path, tiny_world, fast_suite):
+    cli = CliRunner()
+    results = tmp_path / "results"
+    args = ["run", "--suite", str(fast_suite), "--data-root", str(tiny_world), "--results",
+            str(results), "--protocol", "fc8", "--seeds", "1", "--device", "cpu"]
+    first = cli.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "finished: 1 run, 0 already done, 0 failed" in first.output
+    again = cli.invoke(main, args)
+    assert "finished: 0 run, 1 already done, 0 failed" in again.output
+
+    board = cli.invoke(main, ["leaderboard", "--results", str(results)])
+    assert board.exit_code == 0, board.output
+    assert "| none" in board.output and "random" in board.output
+    assert "cls fc8" in board.output
+    csv = cli.invoke(main, ["leaderboard", "--results", str(results), "--format", "csv"])
+    assert "random" in csv.output
+    ref = cli.invoke(main, ["leaderboard", "--results", str(results), "--reference"])
+    assert "[published: donahue2017_thesis]" in ref.output
+
+
+def test_dry_run_lists_the_grid(tiny_world, fast_suite):
+    out = CliRunner().invoke(main, ["run", "--suite", str(fast_suite), "--data-root",
+                                    str(tiny_world), "--method", "random", "--method",
+                                    "supervised", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    rows = [line.split("\t") for line in out.output.strip().splitlines() if "\t" in line]
+    assert len(rows) == 8  # 2 methods x 2 protocols x 2 seeds
+    assert {r[0] for r in rows} == {"random", "supervised"}
+
+
+def test_real_suite_without_voc_says_where_and_how(tmp_path):
+    out = CliRunner().invoke(main, ["run", "--suite", "voc-transfer", "--data-root",
+                                    str(tmp_path / "nothing"), "--results", str(tmp_path / "r")])
+    assert out.exit_code == 2
+    assert "error:" in out.output and "VOCdevkit" in out.output
+    assert "benchharness data fetch voc2007" in out.output or "host.robots.ox.ac.uk" in out.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_suite_file_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\nbogus = 1\n")
+    out = CliRunner().invoke(main, ["run", "--suite", str(bad)])
+    assert out.exit_code == 2
+    assert "bad.toml: unknown keys ['bogus']" in out.output
+
+
+def test_data_synth_writes_a_complete_world(tmp_path):
+    out = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "w"), "--size", "tiny",
+                                    "--seed", "5"])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "w" / ".complete").is_file()
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["seed"] == 5
+
+
+def test_help_explains_method_specs():
+    out = CliRunner().invoke(main, ["run", "--help"])
+    assert "checkpoint:PATH" in out.output and "--seeds" in out.output

@@ -29,5 +29,5 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP) $(WORLD)/.complete
-	$(PY) benchmarks/run_benchmarks.py --world $(WORLD)
+bench: $(STAMP)
+	$(PY) benchmarks/run_benchmarks.py

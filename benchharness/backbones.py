@@ -33,6 +33,7 @@ class TrunkSpec:
     fc_dim: int
     input_size: int
     pool_out: int  # spatial side of conv5's pooled output at input_size
+    dropout: float = 0.5  # before fc6 and fc7, as in AlexNet
 
 
 def _conv_stage(cin, cout, kernel, stride, padding, pool):
@@ -43,8 +44,8 @@ def _conv_stage(cin, cout, kernel, stride, padding, pool):
     return nn.Sequential(layers)
 
 
-def _fc_stage(cin, cout):
-    return nn.Sequential(OrderedDict(dropout=nn.Dropout(0.5), fc=nn.Linear(cin, cout),
+def _fc_stage(cin, cout, dropout):
+    return nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout), fc=nn.Linear(cin, cout),
                                      relu=nn.ReLU(inplace=True)))
 
 
@@ -66,8 +67,8 @@ class AlexNetTrunk(nn.Module):
         self.conv4 = _conv_stage(c[2], c[3], k[3], 1, k[3] // 2, False)
         self.conv5 = _conv_stage(c[3], c[4], k[4], 1, k[4] // 2, True)
         self.avgpool = nn.AdaptiveAvgPool2d(spec.pool_out)
-        self.fc6 = _fc_stage(c[4] * spec.pool_out * spec.pool_out, spec.fc_dim)
-        self.fc7 = _fc_stage(spec.fc_dim, spec.fc_dim)
+        self.fc6 = _fc_stage(c[4] * spec.pool_out * spec.pool_out, spec.fc_dim, spec.dropout)
+        self.fc7 = _fc_stage(spec.fc_dim, spec.fc_dim, spec.dropout)
         self.reset_parameters()
 
     @property
@@ -120,8 +121,10 @@ class AlexNetTrunk(nn.Module):
 
 ALEXNET = TrunkSpec(channels=(64, 192, 384, 256, 256), kernels=(11, 5, 3, 3, 3), conv1_stride=4,
                     conv1_padding=2, fc_dim=4096, input_size=227, pool_out=6)
+# No dropout: with 256-unit fc layers, AlexNet's p=0.5 keeps fc6-fc7 trained from scratch from
+# learning at all (they collapse to constant outputs on the small world).
 ALEXNET_SMALL = TrunkSpec(channels=(32, 64, 96, 96, 64), kernels=(5, 5, 3, 3, 3), conv1_stride=2,
-                          conv1_padding=2, fc_dim=256, input_size=64, pool_out=3)
+                          conv1_padding=2, fc_dim=256, input_size=64, pool_out=3, dropout=0.0)
 
 # torchvision.models.alexnet's state-dict keys -> our stage names
 TORCHVISION_KEYS = {

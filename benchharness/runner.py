@@ -231,7 +231,7 @@ class Runner:
                       "representation": {k: rep.meta.get(k) for k in
                                          ("pretrain_data", "pretrain_seconds", "device", "config_hash")}}
             self.log(f"    {main.metric} = {100 * main.mean:.2f}  ({timing['transfer']:.0f}s)")
-        except (BenchharnessError, ValueError, FloatingPointError, RuntimeError, OSError) as exc:
+        except Exception as exc:  # a plugin's bug fails its job, not the whole grid
             result = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc(), "metric": None, "value": None}
             self.log(f"    FAILED: {type(exc).__name__}: {exc}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from ..data.voc import VOCDevkit, load_image, locate_devkit
 from ..hookspecs import hookimpl
 from ..interfaces import ClsGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
+from ..suite import config_hash
+from .crop_bank import CropBank, cached_features, compute_features
 
 PROTOCOLS = ("fc8", "fc6-8", "all")
 FROZEN_THROUGH = {"fc8": "fc7", "fc6-8": "conv5", "all": None}
@@ -52,6 +55,9 @@ class ClsConfig:
     lr_steps: int = 3  # lr is divided by 10 this many times, evenly over training
     crop_scale: tuple[float, float] = (0.25, 1.0)
     test_crops: int = 10
+    train_crops: int = 10  # size of the per-image crop bank for frozen protocols
+    bank_seed: int = 0  # the crop banks depend on this, not on the transfer seed
+    feature_cache: bool = True  # frozen-layer outputs computed once and cached on disk
     metric: str = "voc07-11pt"
     extra_metrics: tuple[str, ...] = ("sklearn-ap", "voc10-area")
 
@@ -102,15 +108,20 @@ class Classifier(nn.Module):
             self.trunk.stage(name).eval()
         return self
 
+    def frozen_part(self, images: torch.Tensor) -> torch.Tensor:
+        """Output of the frozen stages for float RGB crops in [0, 1]."""
+        return self.trunk.forward_to(self.input.normalise(images), self.frozen_through)
+
+    def head(self, frozen_output: torch.Tensor) -> torch.Tensor:
+        """Class scores from the output of the frozen stages (the part that trains)."""
+        return self.fc8(self.trunk.forward_from(frozen_output, self.frozen_through))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.input.normalise(images)
         if self.frozen_through:
             with torch.no_grad():
-                h = self.trunk.forward_to(x, self.frozen_through)
-            h = self.trunk.forward_from(h, self.frozen_through)
-        else:
-            h = self.trunk(x)
-        return self.fc8(h)
+                h = self.frozen_part(images)
+            return self.head(h)
+        return self.fc8(self.trunk(self.input.normalise(images)))
 
 
 def _param_groups(model: Classifier, representation: Representation, cfg: ClsConfig):
@@ -124,8 +135,28 @@ def _param_groups(model: Classifier, representation: Representation, cfg: ClsCon
     return groups
 
 
-def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx: RunContext):
-    """Fit the classifier with masked sigmoid cross-entropy; returns the last epoch's mean loss."""
+def frozen_features(model: Classifier, representation, images, bank: CropBank, split: str,
+                    cfg: ClsConfig, ctx: RunContext) -> tuple[torch.Tensor, bool]:
+    """The frozen stages' output for every bank crop of a split, from the disk cache if there."""
+    cache_file = None
+    rep_key = representation.meta.get("config_hash")
+    if rep_key and cfg.feature_cache:
+        key = config_hash({"rep": rep_key, "layer": model.frozen_through, "year": cfg.year,
+                           "split": split, "store": cfg.store_size, "input": cfg.input_size,
+                           "k": bank.k, "scale": cfg.crop_scale, "seed": cfg.bank_seed})
+        cache_file = Path(ctx.cache_dir) / "features" / f"{model.frozen_through}-{key}.safetensors"
+    model.to(ctx.device).eval()
+    return cached_features(cache_file, lambda: compute_features(
+        images, bank, cfg.input_size, model.frozen_part, ctx.device, progress=ctx.progress))
+
+
+def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx: RunContext,
+          bank: CropBank | None = None, features: torch.Tensor | None = None):
+    """Fit the classifier with masked sigmoid cross-entropy; returns the last epoch's mean loss.
+
+    Frozen protocols draw each crop from ``bank`` and read the frozen output from ``features``
+    when given (computing it on the fly otherwise); ``all`` draws fresh random crops.
+    """
     device = ctx.device
     targets = torch.as_tensor(labels == 1, dtype=torch.float32)
     weights = torch.as_tensor(labels != 0, dtype=torch.float32)  # difficult -> ignored
@@ -144,9 +175,19 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
         running = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = random_crop_batch(images[idx], cfg.input_size, gen, scale=cfg.crop_scale).to(device)
+            if model.frozen_through:
+                which = torch.randint(bank.k, (len(idx),), generator=gen)
+                if features is not None:
+                    h = features[idx, which].to(device)
+                else:
+                    with torch.no_grad():
+                        h = model.frozen_part(bank.crops(images, idx, which, cfg.input_size).to(device))
+                logits = model.head(h)
+            else:
+                logits = model(random_crop_batch(images[idx], cfg.input_size, gen,
+                                                 scale=cfg.crop_scale).to(device))
             # as Caffe's SigmoidCrossEntropyLoss: summed over classes, averaged over images
-            loss = (loss_fn(model(x), targets[idx].to(device)) * weights[idx].to(device)).sum() / len(idx)
+            loss = (loss_fn(logits, targets[idx].to(device)) * weights[idx].to(device)).sum() / len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -159,17 +200,20 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
 
 
 @torch.no_grad()
-def predict(model: Classifier, images, cfg: ClsConfig, ctx: RunContext) -> np.ndarray:
-    """Class scores averaged over ``cfg.test_crops`` seeded random crops (mirrored at random)."""
+def predict(model: Classifier, images, bank: CropBank, cfg: ClsConfig, ctx: RunContext,
+            features: torch.Tensor | None = None) -> np.ndarray:
+    """Class scores averaged over the test bank's crops (``cfg.test_crops`` per image)."""
     model.to(ctx.device).eval()
-    gen = torch.Generator().manual_seed(10_000 + ctx.seed)
     scores = torch.zeros(len(images), model.fc8.out_features)
-    for _ in range(cfg.test_crops):
-        for start in range(0, len(images), 256):
-            batch = images[start:start + 256]
-            x = random_crop_batch(batch, cfg.input_size, gen, scale=cfg.crop_scale).to(ctx.device)
-            scores[start:start + 256] += model(x).float().cpu()
-    return (scores / cfg.test_crops).numpy()
+    for start in range(0, len(images), 256):
+        idx = torch.arange(start, min(start + 256, len(images)))
+        for j in range(bank.k):
+            if features is not None:
+                logits = model.head(features[idx, j].to(ctx.device))
+            else:
+                logits = model(bank.crops(images, idx, torch.full_like(idx, j), cfg.input_size).to(ctx.device))
+            scores[idx] += logits.float().cpu()
+    return (scores / bank.k).numpy()
 
 
 def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
@@ -187,19 +231,34 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     t_data = time.perf_counter() - t0
 
     model = Classifier(representation, len(VOC_CLASSES), FROZEN_THROUGH[protocol])
-    final_loss = train(model, representation, train_images, train_labels, cfg, ctx)
-    t_train = time.perf_counter() - t0 - t_data
-    scores = predict(model, test_images, cfg, ctx)
+    train_bank = CropBank.make(len(train_images), cfg.train_crops, cfg.store_size, cfg.crop_scale,
+                               seed=cfg.bank_seed)
+    test_bank = CropBank.make(len(test_images), cfg.test_crops, cfg.store_size, cfg.crop_scale,
+                              seed=cfg.bank_seed + 1)
+    train_feats = test_feats = None
+    feats_cached = False
+    if model.frozen_through and cfg.feature_cache:
+        train_feats, c1 = frozen_features(model, representation, train_images, train_bank,
+                                          cfg.train_split, cfg, ctx)
+        test_feats, c2 = frozen_features(model, representation, test_images, test_bank,
+                                         cfg.test_split, cfg, ctx)
+        feats_cached = c1 and c2
+    t_feats = time.perf_counter() - t0 - t_data
+    final_loss = train(model, representation, train_images, train_labels, cfg, ctx, train_bank, train_feats)
+    t_train = time.perf_counter() - t0 - t_data - t_feats
+    scores = predict(model, test_images, test_bank, cfg, ctx, test_feats)
     t_total = time.perf_counter() - t0
     return TransferOutput(
         predictions=Predictions("cls", VOC_CLASSES, test_ids, scores=scores),
         ground_truth=ClsGroundTruth(VOC_CLASSES, test_ids, test_labels),
         metric=cfg.metric, extra_metrics=cfg.extra_metrics,
-        timing={"data": t_data, "train": t_train, "predict": t_total - t_data - t_train,
-                "transfer": t_total},
+        timing={"data": t_data, "features": t_feats, "train": t_train,
+                "predict": t_total - t_data - t_feats - t_train, "transfer": t_total},
         info={"final_loss": final_loss, "train_images": len(train_labels),
               "test_images": len(test_ids), "frozen": list(model.frozen),
-              "epochs": cfg.epochs, "input_size": cfg.input_size},
+              "epochs": cfg.epochs, "input_size": cfg.input_size,
+              "feature_cache": cfg.feature_cache and bool(model.frozen_through),
+              "features_from_cache": feats_cached},
     )
 
 

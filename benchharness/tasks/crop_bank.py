@@ -1,0 +1,76 @@
+"""A fixed, seeded bank of random crops per image, and frozen-layer features computed on it.
+
+The published protocols train on random crops. When layers are frozen, their output for a given
+crop never changes, so computing it every epoch is wasted work. Drawing each training crop from a
+fixed bank of K crops per image (seeded independently of the transfer seed) keeps the protocol's
+augmentation while letting the frozen part run once per (representation, layer, crop): the
+features are computed once, cached on disk, and reused by every later job and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save
+
+from .. import atomic
+from ..data.transforms import crop_batch, random_boxes
+
+
+@dataclass
+class CropBank:
+    """``boxes`` [N, K, 4] crop boxes in a ``side`` x ``side`` image, ``flips`` [N, K] mirrors."""
+
+    boxes: torch.Tensor
+    flips: torch.Tensor
+
+    @classmethod
+    def make(cls, n: int, k: int, side: int, scale, ratio=(3 / 4, 4 / 3), seed: int = 0,
+             mirror: bool = True) -> "CropBank":
+        """K random-scale crops (and mirror flags) for each of ``n`` images, from ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        boxes = random_boxes(n * k, side, tuple(scale), tuple(ratio), gen).view(n, k, 4)
+        flips = (torch.rand(n, k, generator=gen) < 0.5) if mirror else torch.zeros(n, k, dtype=torch.bool)
+        return cls(boxes, flips)
+
+    @property
+    def k(self) -> int:
+        return self.boxes.shape[1]
+
+    def crops(self, images: torch.Tensor, idx: torch.Tensor, which: torch.Tensor, out_size: int):
+        """Float crops of ``images[idx]`` using bank entries ``which`` (one per sample)."""
+        return crop_batch(images[idx], self.boxes[idx, which], out_size, self.flips[idx, which])
+
+
+@torch.no_grad()
+def compute_features(images: torch.Tensor, bank: CropBank, out_size: int,
+                     frozen: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                     batch_size: int = 256, progress=None) -> torch.Tensor:
+    """The frozen part's output for every (image, bank crop): a tensor [N, K, ...] on the CPU."""
+    n, k = bank.boxes.shape[:2]
+    pairs = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(k), indexing="ij"), -1).view(-1, 2)
+    chunks = range(0, len(pairs), batch_size)
+    out = None
+    for start in (progress(chunks, desc="frozen features", leave=False) if progress else chunks):
+        idx, which = pairs[start:start + batch_size].unbind(1)
+        feats = frozen(bank.crops(images, idx, which, out_size).to(device)).float().cpu()
+        if out is None:
+            out = torch.empty((n * k, *feats.shape[1:]), dtype=torch.float32)
+        out[start:start + len(feats)] = feats
+    return out.view(n, k, *out.shape[1:])
+
+
+def cached_features(cache_file: Path | None, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    """Load features from ``cache_file`` or compute and store them; returns (features, was_cached)."""
+    if cache_file is not None and cache_file.is_file():
+        try:
+            return load_file(str(cache_file))["features"], True
+        except Exception:  # a torn or foreign file: recompute and overwrite it
+            pass
+    feats = compute()
+    if cache_file is not None:
+        atomic.write_bytes(cache_file, save({"features": feats.contiguous()}))
+    return feats, False

@@ -59,6 +59,13 @@ class RunContext:
     progress: Callable[..., Any] | None = None
     log: Callable[[str], None] = print
     backbone_factory: Callable[..., Any] | None = None
+    state_dir: Path | None = None
+
+    def epoch_checkpoint(self):
+        """Where a training loop saves its state every epoch so that a killed run resumes
+        (a :class:`benchharness.training.EpochCheckpoint`; a no-op when ``state_dir`` is None)."""
+        from .training import EpochCheckpoint
+        return EpochCheckpoint(self.state_dir)
 
     def build_backbone(self, in_channels: int = 3):
         """A fresh, randomly initialised trunk of this run's backbone."""

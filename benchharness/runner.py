@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -22,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .interfaces import BenchharnessError, DataError, RunContext
+from .locks import FileLock
 from .plugins import Registry
 from .representation import Representation
 from .results import ResultStore, versions
@@ -157,37 +159,79 @@ class Runner:
         return self.cache_dir / "representations" / f"{label}-{job.representation_key}"
 
     def representation(self, plan: Plan, job: Job) -> tuple[Representation, bool]:
-        """Load the cached representation of ``job``'s method, or pretrain and cache it."""
+        """Load the cached representation of ``job``'s method, or pretrain and cache it.
+
+        A lock per method configuration keeps two runs from pretraining the same thing: the
+        second waits and then loads what the first stored. Pretraining state is checkpointed
+        every epoch under ``.partial/`` so that a killed pretraining resumes.
+        """
         directory = self.representation_dir(job)
         if (directory / "representation.json").is_file():
             return Representation.load(directory), True
-        name, arg = split_method_spec(job.method_spec)
-        method = self.registry.get("methods", name)
-        mcfg = plan.method_configs[job.representation_key]
-        ctx = self.context(plan, int(mcfg.get("seed", 0)), mcfg, arg)
-        self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
-        start = time.perf_counter()
-        rep = method.pretrain(ctx)
-        rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
-                         "config_hash": job.representation_key, "config": mcfg,
-                         "pretrain_seconds": time.perf_counter() - start,
-                         "device": str(self.device), "backbone": plan.suite.backbone})
-        rep.save(directory)
-        return rep, False
+        lock = FileLock(directory.parent / ".locks" / f"{directory.name}.lock")
+        if not lock.try_acquire():
+            self.log(f"waiting for another run to finish pretraining {job.method}")
+            lock.acquire()
+        try:
+            if (directory / "representation.json").is_file():
+                return Representation.load(directory), True
+            name, arg = split_method_spec(job.method_spec)
+            method = self.registry.get("methods", name)
+            mcfg = plan.method_configs[job.representation_key]
+            ctx = self.context(plan, int(mcfg.get("seed", 0)), mcfg, arg)
+            ctx.state_dir = directory.parent / ".partial" / directory.name
+            self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
+            start = time.perf_counter()
+            rep = method.pretrain(ctx)
+            rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
+                             "config_hash": job.representation_key, "config": mcfg,
+                             "pretrain_seconds": time.perf_counter() - start,
+                             "device": str(self.device), "backbone": plan.suite.backbone})
+            rep.save(directory)
+            shutil.rmtree(ctx.state_dir, ignore_errors=True)
+            return rep, False
+        finally:
+            lock.release()
 
     def run(self, plan: Plan) -> dict[str, int]:
-        """Run every unfinished job; returns counts of done, skipped and failed jobs."""
+        """Run every unfinished job; returns counts of done, skipped and failed jobs.
+
+        A job another process is running (its lock is held) is put aside and waited for at the
+        end, so two runs on one results directory share the grid without computing a job twice.
+        """
         counts = {"done": 0, "skipped": 0, "failed": 0}
         memo: dict[str, tuple[Representation, bool] | BaseException] = {}
         todo = [j for j in plan.jobs if not self.store.is_done(j)]
         counts["skipped"] = len(plan.jobs) - len(todo)
         if counts["skipped"]:
             self.log(f"{counts['skipped']} of {len(plan.jobs)} jobs already finished; skipping them")
+        deferred = []
         for i, job in enumerate(todo, 1):
-            self.log(f"[{i}/{len(todo)}] {job.method} -> {job.task} {job.protocol} seed {job.seed}")
+            lock = FileLock(self.store.path_for(job).with_suffix(".lock"))
+            if not lock.try_acquire():
+                deferred.append((job, lock))
+                continue
+            self._run_locked(plan, job, lock, memo, counts, f"[{i}/{len(todo)}]")
+        for job, lock in deferred:
+            if not self.store.is_done(job):
+                self.log(f"waiting for another run's job {job.method} -> {job.task} {job.protocol}")
+                lock.acquire()
+            else:
+                lock = None
+            self._run_locked(plan, job, lock, memo, counts, "[deferred]")
+        return counts
+
+    def _run_locked(self, plan, job, lock, memo, counts, tag) -> None:
+        try:
+            if self.store.is_done(job):  # another run finished it meanwhile
+                counts["skipped"] += 1
+                return
+            self.log(f"{tag} {job.method} -> {job.task} {job.protocol} seed {job.seed}")
             result = self.run_job(plan, job, memo)
             counts["done" if result["status"] == "ok" else "failed"] += 1
-        return counts
+        finally:
+            if lock is not None:
+                lock.release()
 
     def run_job(self, plan: Plan, job: Job, memo: dict) -> dict:
         """Run one job and store its result (a failure is stored as a failed result)."""

@@ -19,7 +19,8 @@ from benchharness.data.datasets import locate_source
 from benchharness.data.folders import load_image_folder
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
-from benchharness.representation import Representation, InputConvention
+from benchharness.representation import InputConvention, Representation
+from benchharness.training import LossGuard
 
 DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
             "crop_scale": (0.35, 1.0), "source_dir": None}
@@ -50,9 +51,19 @@ def pretrain(ctx: RunContext) -> Representation:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["epochs"] * steps,
                                                 pct_start=0.15)
     gen = torch.Generator().manual_seed(ctx.seed)
+    checkpoint, guard, first_epoch = ctx.epoch_checkpoint(), LossGuard("supervised pretraining"), 0
+    state = checkpoint.load()
+    if state is not None:  # resume a killed pretraining where it stopped
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        first_epoch = state["epoch"] + 1
+        ctx.log(f"resuming supervised pretraining at epoch {first_epoch + 1}")
     start = time.perf_counter()
-    bar = ctx.bar(range(cfg["epochs"]), desc="pretrain supervised")
-    for _ in bar:
+    bar = ctx.bar(range(first_epoch, cfg["epochs"]), desc="pretrain supervised",
+                  initial=first_epoch, total=cfg["epochs"])
+    for epoch in bar:
         model.train()
         order = torch.randperm(len(images), generator=gen)
         total = 0.0
@@ -66,6 +77,9 @@ def pretrain(ctx: RunContext) -> Representation:
             opt.step()
             sched.step()
             total += loss.item()
+        guard.check(total / steps, epoch)
+        checkpoint.save({"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                         "sched": sched.state_dict(), "gen": gen.get_state()})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total / steps:.3f}")
     pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, ctx)

@@ -31,6 +31,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import ClsGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..suite import config_hash
+from ..training import LossGuard
 from .crop_bank import CropBank, cached_features, compute_features
 
 PROTOCOLS = ("fc8", "fc6-8", "all")
@@ -169,8 +170,8 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
     gen = torch.Generator().manual_seed(ctx.seed)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     model.to(device).train()
-    epoch_loss = float("nan")
-    for _ in ctx.bar(range(cfg.epochs), desc="train", leave=False):
+    epoch_loss, guard = float("nan"), LossGuard("voc07-cls training")
+    for epoch in ctx.bar(range(cfg.epochs), desc="train", leave=False):
         order = torch.randperm(len(images), generator=gen)
         running = 0.0
         for step in range(steps_per_epoch):
@@ -194,8 +195,7 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
             sched.step()
             running += loss.item()
         epoch_loss = running / steps_per_epoch
-        if not np.isfinite(epoch_loss):
-            raise FloatingPointError(f"training loss became {epoch_loss}")
+        guard.check(epoch_loss, epoch)
     return epoch_loss
 
 

@@ -80,3 +80,29 @@ def test_crop_bank_is_fixed_by_its_seed_and_stays_inside_the_image():
     area = (w * h) / 80 ** 2
     assert (area <= 1 + 1e-6).all() and (w >= 4).all() and (h >= 4).all()
     assert 0.4 < area.mean() < 0.8  # area fractions drawn from [0.25, 1], a few clipped by the border
+
+
+def test_decoded_images_are_cached_and_memory_mapped(tiny_world, tmp_path):
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.tasks.classification import load_split
+
+    devkit = VOCDevkit(locate_devkit(tiny_world))
+    ctx = _ctx(tiny_world, tmp_path)
+    ids, labels, decoded = load_split(devkit, "2007", "test", 40, ctx)
+    [cache_file] = (tmp_path / "cache" / "images").glob("*.npy")
+    ids2, labels2, mapped = load_split(devkit, "2007", "test", 40, ctx)
+    assert ids2 == ids and np.array_equal(labels2, labels)
+    assert torch.equal(mapped, decoded)
+    uncached = load_split(devkit, "2007", "test", 40, ctx, use_cache=False)[2]
+    assert torch.equal(uncached, decoded)
+    cache_file.write_bytes(b"torn")  # a damaged cache file is rebuilt, not trusted
+    assert torch.equal(load_split(devkit, "2007", "test", 40, ctx)[2], decoded)
+
+
+def test_bf16_autocast_gives_the_same_ranking_within_noise(tiny_world, tmp_path):
+    fp32 = transfer(_rep(), "fc8", _ctx(tiny_world, tmp_path, feature_cache=False, amp="off"))
+    bf16 = transfer(_rep(), "fc8", _ctx(tiny_world, tmp_path, feature_cache=False, amp="bf16"))
+    a, b = fp32.predictions.scores, bf16.predictions.scores
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max() + 0.05
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+    assert bf16.info["peak_memory_mb"] > 0

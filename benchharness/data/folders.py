@@ -9,8 +9,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..interfaces import DataError
-from .transforms import resize_square
-from .voc import load_image
+from .image_cache import decode_resized
 
 
 def load_image_folder(root: Path, size: int, progress=None, max_images: int = 200_000):
@@ -27,12 +26,8 @@ def load_image_folder(root: Path, size: int, progress=None, max_images: int = 20
     if len(folder.samples) > max_images:
         raise DataError(root, f"{len(folder.samples)} images exceed max_images={max_images} for "
                               "in-memory pretraining")
-    images = torch.empty((len(folder.samples), 3, size, size), dtype=torch.uint8)
     targets = torch.tensor([t for _, t in folder.samples], dtype=torch.int64)
-    samples = folder.samples if progress is None else progress(folder.samples, desc=f"load {root.name}",
-                                                                leave=False)
-    for i, (path, _) in enumerate(samples):
-        images[i] = resize_square(load_image(Path(path)), size)
+    images = decode_resized([Path(p) for p, _ in folder.samples], size, progress, f"load {root.name}")
     return images, targets, list(folder.classes)
 
 
@@ -42,8 +37,4 @@ def load_image_pool(root: Path, size: int, progress=None, limit: int | None = No
     paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)[:limit]
     if not paths:
         raise DataError(root, "no images found")
-    images = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for i, path in enumerate(paths if progress is None else progress(paths, desc=f"load {root.name}",
-                                                                      leave=False)):
-        images[i] = resize_square(load_image(path), size)
-    return images
+    return decode_resized(paths, size, progress, f"load {root.name}")

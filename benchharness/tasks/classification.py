@@ -23,10 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..accel import (autocast, images_home, peak_memory_mb, prepare_model, reset_peak_memory,
+                     to_device)
 from ..backbones import STAGES
 from ..data.classes import VOC_CLASSES
-from ..data.transforms import random_crop_batch, resize_square
-from ..data.voc import VOCDevkit, load_image, locate_devkit
+from ..data.image_cache import cached_images, decode_resized
+from ..data.transforms import random_crop_batch
+from ..data.voc import VOCDevkit, locate_devkit
 from ..hookspecs import hookimpl
 from ..interfaces import ClsGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
@@ -59,6 +62,9 @@ class ClsConfig:
     train_crops: int = 10  # size of the per-image crop bank for frozen protocols
     bank_seed: int = 0  # the crop banks depend on this, not on the transfer seed
     feature_cache: bool = True  # frozen-layer outputs computed once and cached on disk
+    image_cache: bool = True  # decoded images stored once and memory-mapped by later jobs
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; bf16; off
+    compile: bool = False  # torch.compile the classifier
     metric: str = "voc07-11pt"
     extra_metrics: tuple[str, ...] = ("sklearn-ap", "voc10-area")
 
@@ -77,12 +83,20 @@ class ClsConfig:
         return cls(**merged)
 
 
-def load_split(devkit: VOCDevkit, year: str, split: str, size: int, ctx: RunContext):
-    """All images of a split resized to ``size`` x ``size`` (uint8) with their labels."""
+def load_split(devkit: VOCDevkit, year: str, split: str, size: int, ctx: RunContext,
+               use_cache: bool = True):
+    """All images of a split resized to ``size`` x ``size`` (uint8) with their labels.
+
+    Decoded images are cached under ``<cache>/images/`` and memory-mapped by later jobs.
+    """
     image_ids, labels = devkit.read_class_labels(year, split)
-    images = torch.empty((len(image_ids), 3, size, size), dtype=torch.uint8)
-    for i, image_id in enumerate(ctx.bar(image_ids, desc=f"load VOC{year} {split}", leave=False)):
-        images[i] = resize_square(load_image(devkit.image_path(year, image_id)), size)
+    cache_file = None
+    if use_cache:
+        key = config_hash({"devkit": str(devkit.root.resolve()), "year": year, "split": split,
+                           "ids": config_hash(image_ids), "size": size})
+        cache_file = Path(ctx.cache_dir) / "images" / f"voc{year}-{split}-{size}-{key}.npy"
+    images, _ = cached_images(cache_file, lambda: decode_resized(
+        [devkit.image_path(year, i) for i in image_ids], size, ctx.progress, f"decode VOC{year} {split}"))
     return image_ids, labels, images
 
 
@@ -147,8 +161,13 @@ def frozen_features(model: Classifier, representation, images, bank: CropBank, s
                            "k": bank.k, "scale": cfg.crop_scale, "seed": cfg.bank_seed})
         cache_file = Path(ctx.cache_dir) / "features" / f"{model.frozen_through}-{key}.safetensors"
     model.to(ctx.device).eval()
+
+    def frozen(x):
+        with autocast(ctx.device, cfg.amp):
+            return model.frozen_part(x)
+
     return cached_features(cache_file, lambda: compute_features(
-        images, bank, cfg.input_size, model.frozen_part, ctx.device, progress=ctx.progress))
+        images, bank, cfg.input_size, frozen, ctx.device, progress=ctx.progress))
 
 
 def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx: RunContext,
@@ -169,26 +188,30 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
     gen = torch.Generator().manual_seed(ctx.seed)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-    model.to(device).train()
+    targets, weights = to_device(targets, device), to_device(weights, device)
+    net = prepare_model(model, device, cfg.compile)
+    model.train()
     epoch_loss, guard = float("nan"), LossGuard("voc07-cls training")
     for epoch in ctx.bar(range(cfg.epochs), desc="train", leave=False):
         order = torch.randperm(len(images), generator=gen)
         running = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            if model.frozen_through:
-                which = torch.randint(bank.k, (len(idx),), generator=gen)
-                if features is not None:
-                    h = features[idx, which].to(device)
+            with autocast(device, cfg.amp):
+                if model.frozen_through:
+                    which = torch.randint(bank.k, (len(idx),), generator=gen)
+                    if features is not None:
+                        h = to_device(features[idx, which], device)
+                    else:
+                        with torch.no_grad():
+                            h = model.frozen_part(bank.crops(images, idx, which, cfg.input_size))
+                    logits = model.head(h)
                 else:
-                    with torch.no_grad():
-                        h = model.frozen_part(bank.crops(images, idx, which, cfg.input_size).to(device))
-                logits = model.head(h)
-            else:
-                logits = model(random_crop_batch(images[idx], cfg.input_size, gen,
-                                                 scale=cfg.crop_scale).to(device))
+                    logits = net(random_crop_batch(images[idx.to(images.device)], cfg.input_size, gen,
+                                                   scale=cfg.crop_scale))
             # as Caffe's SigmoidCrossEntropyLoss: summed over classes, averaged over images
-            loss = (loss_fn(logits, targets[idx].to(device)) * weights[idx].to(device)).sum() / len(idx)
+            idx_d = idx.to(device)
+            loss = (loss_fn(logits.float(), targets[idx_d]) * weights[idx_d]).sum() / len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -203,15 +226,16 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
 def predict(model: Classifier, images, bank: CropBank, cfg: ClsConfig, ctx: RunContext,
             features: torch.Tensor | None = None) -> np.ndarray:
     """Class scores averaged over the test bank's crops (``cfg.test_crops`` per image)."""
-    model.to(ctx.device).eval()
+    net = prepare_model(model, ctx.device, cfg.compile).eval()
     scores = torch.zeros(len(images), model.fc8.out_features)
     for start in range(0, len(images), 256):
         idx = torch.arange(start, min(start + 256, len(images)))
         for j in range(bank.k):
-            if features is not None:
-                logits = model.head(features[idx, j].to(ctx.device))
-            else:
-                logits = model(bank.crops(images, idx, torch.full_like(idx, j), cfg.input_size).to(ctx.device))
+            with autocast(ctx.device, cfg.amp):
+                if features is not None:
+                    logits = model.head(to_device(features[idx, j], ctx.device))
+                else:
+                    logits = net(bank.crops(images, idx, torch.full_like(idx, j), cfg.input_size))
             scores[idx] += logits.float().cpu()
     return (scores / bank.k).numpy()
 
@@ -226,8 +250,13 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     torch.manual_seed(ctx.seed)
     devkit = VOCDevkit(locate_devkit(ctx.data_root))
     t0 = time.perf_counter()
-    _, train_labels, train_images = load_split(devkit, cfg.year, cfg.train_split, cfg.store_size, ctx)
-    test_ids, test_labels, test_images = load_split(devkit, cfg.year, cfg.test_split, cfg.store_size, ctx)
+    _, train_labels, train_images = load_split(devkit, cfg.year, cfg.train_split, cfg.store_size,
+                                               ctx, cfg.image_cache)
+    test_ids, test_labels, test_images = load_split(devkit, cfg.year, cfg.test_split, cfg.store_size,
+                                                    ctx, cfg.image_cache)
+    train_images = images_home(train_images, ctx.device)
+    test_images = images_home(test_images, ctx.device)
+    reset_peak_memory(ctx.device)
     t_data = time.perf_counter() - t0
 
     model = Classifier(representation, len(VOC_CLASSES), FROZEN_THROUGH[protocol])
@@ -258,7 +287,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "test_images": len(test_ids), "frozen": list(model.frozen),
               "epochs": cfg.epochs, "input_size": cfg.input_size,
               "feature_cache": cfg.feature_cache and bool(model.frozen_through),
-              "features_from_cache": feats_cached},
+              "features_from_cache": feats_cached, "amp": cfg.amp,
+              "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 
 

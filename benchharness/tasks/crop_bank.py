@@ -41,8 +41,11 @@ class CropBank:
         return self.boxes.shape[1]
 
     def crops(self, images: torch.Tensor, idx: torch.Tensor, which: torch.Tensor, out_size: int):
-        """Float crops of ``images[idx]`` using bank entries ``which`` (one per sample)."""
-        return crop_batch(images[idx], self.boxes[idx, which], out_size, self.flips[idx, which])
+        """Float crops of ``images[idx]`` using bank entries ``which`` (one per sample), made on
+        the device the images live on."""
+        idx, which = idx.cpu(), which.cpu()
+        return crop_batch(images[idx.to(images.device)], self.boxes[idx, which], out_size,
+                          self.flips[idx, which])
 
 
 @torch.no_grad()

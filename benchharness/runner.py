@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .data.check import ensure_devkit
 from .interfaces import BenchharnessError, DataError, RunContext
 from .locks import FileLock
 from .plugins import Registry
@@ -93,11 +94,14 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
     registry.get("backbones", suite.backbone)
     ident = data_identity(data_root)
     jobs, method_configs = [], {}
+    years = set()
     for task_name in task_names:
         task = registry.get("tasks", task_name)
         for ds in task.datasets:  # stop before spending compute when data is missing
             if ds in datasets:
                 datasets[ds].locate(data_root)
+            if ds.startswith("voc"):
+                years.add(ds.removeprefix("voc"))
         chosen = suite.tasks.get(task_name) or list(task.protocols)
         if protocols:
             chosen = [p for p in protocols if p in task.protocols]
@@ -129,6 +133,8 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
                     h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
                                      "config": tcfg, "seed": seed})
                     jobs.append(Job(suite.name, spec, task_name, protocol, seed, rep_key, h, tcfg))
+    if years:  # structure, split files and annotations, every problem listed at once
+        ensure_devkit(data_root, sorted(years), quick=True)
     return Plan(suite, data_root, jobs, method_configs)
 
 

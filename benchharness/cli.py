@@ -146,9 +146,112 @@ def find_reference(results_dir: Path) -> Path:
     return candidate if candidate.is_file() else REFERENCE_CSV
 
 
+@main.command()
+@click.argument("task", type=click.Choice(["cls", "det", "seg"]))
+@click.option("--devkit", "devkit_dir", required=True, type=click.Path(file_okay=False),
+              help="The VOCdevkit directory (or the folder holding it).")
+@click.option("--year", required=True, type=click.Choice(["2007", "2012"]),
+              help="Which VOC<year> of the devkit holds the split.")
+@click.option("--split", required=True, metavar="NAME",
+              help="Image set: ImageSets/Main/NAME.txt (cls, det) or "
+                   "ImageSets/Segmentation/NAME.txt (seg), e.g. test, val.")
+@click.option("--results", "results_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder holding the results files (formats above).")
+@click.option("--metric", default=None, metavar="ID",
+              help="Evaluator id [default: voc07-11pt for cls and det, miou for seg].")
+@click.option("--classes", default=None, metavar="A,B,...",
+              help="Evaluate only these classes (comma-separated); only their files are read.")
+@click.option("--iou-strict", is_flag=True,
+              help="det: match with IoU > 0.5 (the Python ports) instead of the devkit's >= 0.5.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object {"metric", "mean", "per_class"} (fractions in [0, 1]; '
+                   'seg adds pixel_acc, mean_acc, fw_iou).')
+def evaluate(task, devkit_dir, year, split, results_dir, metric, classes, iou_strict, as_json):
+    """Score VOC results files (cls, det or seg) against a VOCdevkit's ground truth.
+
+    \b
+    Results formats (the official VOC ones):
+      cls  comp1_cls_<split>_<class>.txt   lines: <image_id> <score>
+      det  comp3_det_<split>_<class>.txt   lines: <image_id> <score> <xmin> <ymin> <xmax> <ymax>
+           (1-based inclusive pixel coordinates, as in the annotations)
+      seg  <image_id>.png per image        pixel values = class indices, 0 background,
+           1..20 the VOC classes (palette or greyscale PNG, the ground truth's size)
+
+    \b
+    Metrics (--metric):
+      voc07-11pt  VOC2007 devkit 11-point interpolated AP (cls, det)   [default cls/det]
+      voc10-area  VOC2010+ devkit AP, area under the precision envelope (cls, det)
+      sklearn-ap  non-interpolated AP as sklearn's average_precision_score (cls)
+      coco-ap50   pycocotools COCOeval AP at IoU 0.5 (det; difficult objects as iscrowd)
+      coco-ap     pycocotools COCOeval AP at IoU 0.50:0.95 (det)
+      miou        FCN mean IoU over one confusion matrix, 255 ignored (seg)   [default seg]
+                  also reports pixel_acc, mean_acc, fw_iou
+
+    \b
+    Rules, as the VOC devkit applies them:
+      cls: images labelled 0 (difficult) count neither as positives nor negatives; an image
+           missing from a file gets score -inf.
+      det: detections ranked by score (ties in file order); each takes the box of highest IoU
+           among all boxes of its image and class (difficult and matched ones included);
+           IoU >= 0.5 on a difficult box: ignored; on an unmatched box: true positive; on a
+           matched box, or below 0.5: false positive. Width = xmax - xmin + 1.
+
+    Without --classes every class's file must exist. A malformed line, an unknown image id or
+    a mask of the wrong size is an error naming the file (and line), exit status 2.
+    """
+    from .evaluators.offline import evaluate_results_dir, metrics_json, metrics_table, parse_classes
+
+    chosen = parse_classes(task, classes)
+    found = evaluate_results_dir(task, Path(devkit_dir), year, split, Path(results_dir),
+                                 metric=metric, classes=chosen, iou_strict=iou_strict)
+    if as_json:
+        click.echo(json.dumps(metrics_json(found.metrics, task, iou_strict)))
+        return
+    rule = " (IoU > 0.5)" if task == "det" and iou_strict else ""
+    click.echo(f"{found.metrics.metric}{rule} on VOC{year} {split} ({task}, {found.n_images} images, "
+               f"{len(found.classes)} classes, results {results_dir})")
+    click.echo(metrics_table(found.metrics, task))
+
+
 @main.group()
 def data():
-    """Datasets: generate the synthetic world."""
+    """Datasets: generate the synthetic world, check a VOCdevkit tree, fetch PASCAL VOC / SBD."""
+
+
+@data.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--year", "years", multiple=True, type=click.Choice(["2007", "2012"]),
+              help="Years to check (repeatable) [default: the years present].")
+@click.option("--quick", is_flag=True, help="Structure, split files and annotations only; no image decoding.")
+def check(root, years, quick):
+    """Validate a VOCdevkit tree and list every problem at once (file:line: message): unreadable
+    or truncated images, malformed XML, boxes outside the image or inverted, unknown classes,
+    split files naming missing files, masks with labels other than 0-20/255 or of the wrong size."""
+    from .data.check import check_devkit, format_problems
+    from .runner import progress_bar
+
+    problems = check_devkit(Path(root), years or None, quick=quick, progress=progress_bar)
+    if problems:
+        click.echo(format_problems(problems))
+        raise click.ClickException(f"{len(problems)} problem(s) found in {root}")
+    click.echo(f"{root}: no problems found" + (" (quick check)" if quick else ""))
+
+
+@data.command()
+@click.argument("dataset", type=click.Choice(["voc2007", "voc2012", "sbd"]))
+@click.option("--dest", default="data/VOC", show_default=True, type=click.Path(file_okay=False),
+              help="Where VOCdevkit/ (and SBD's benchmark_RELEASE/) will be; pass it as --data-root.")
+@click.option("--mirror", "base_url", default=None, help="Base URL of a mirror holding the same file names.")
+@click.option("--remove-archives", is_flag=True, help="Delete each archive once extracted.")
+def fetch(dataset, dest, base_url, remove_archives):
+    """Download the official archives (resuming partial downloads), verify their checksums and
+    extract them safely (nothing outside DEST, no links out of it)."""
+    from .data.fetch import WHAT_IT_GIVES, fetch_dataset
+
+    path = fetch_dataset(dataset, Path(dest), base_url=base_url, keep_archives=not remove_archives,
+                         log=lambda m: click.echo(m, err=True))
+    click.echo(f"{dataset}: {WHAT_IT_GIVES[dataset]} ready under {path}; "
+               f"check it with `benchharness data check {path}`")
 
 
 @data.command()

@@ -163,6 +163,59 @@ class ClsGroundTruth:
     labels: np.ndarray  # int8 [N, C]
 
 
+@dataclass(frozen=True)
+class DetObject:
+    """One ground-truth object of a detection split.
+
+    ``box`` is ``(xmin, ymin, xmax, ymax)`` in the VOC convention: 1-based pixel coordinates,
+    both ends inclusive (a box covering only pixel 1 is ``(1, 1, 1, 1)``, width
+    ``xmax - xmin + 1``). ``difficult`` objects are neither required nor penalised.
+    """
+
+    class_name: str
+    box: tuple[float, float, float, float]
+    difficult: bool = False
+
+
+@dataclass
+class DetGroundTruth:
+    """The ground truth of a detection split, as the VOC devkit reads it.
+
+    ``objects`` maps every image id of ``image_ids`` (images without objects included, with an
+    empty list) to its :class:`DetObject` list; objects of classes outside ``class_names`` are
+    ignored by the evaluators. ``iou_strict`` selects the matching rule: ``False`` (default)
+    is the devkit's ``IoU >= 0.5``, ``True`` the ``IoU > 0.5`` of the Python ports.
+    """
+
+    class_names: Sequence[str]
+    image_ids: Sequence[str]
+    objects: Mapping[str, Sequence[DetObject]]
+    iou_strict: bool = False
+
+
+@dataclass
+class SegGroundTruth:
+    """The ground truth of a segmentation split.
+
+    ``class_names`` includes the background: a mask value ``k`` means ``class_names[k]``
+    (``background`` is 0 in VOC) and ``ignore_label`` (255) marks pixels that are not scored.
+    ``masks`` is either a mapping image id -> ``uint8 [H, W]`` array or a callable
+    ``masks(image_id)`` returning it (so that a split is read lazily, one mask at a time);
+    use :meth:`mask` to get one.
+    """
+
+    class_names: Sequence[str]
+    image_ids: Sequence[str]
+    masks: Mapping[str, np.ndarray] | Callable[[str], np.ndarray]
+    ignore_label: int = 255
+
+    def mask(self, image_id: str) -> np.ndarray:
+        """The ground-truth mask of ``image_id``."""
+        if callable(self.masks):
+            return self.masks(image_id)
+        return self.masks[image_id]
+
+
 @dataclass
 class Metrics:
     """An evaluator's answer. ``mean`` and ``per_class`` are fractions in [0, 1]."""
@@ -173,17 +226,33 @@ class Metrics:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+PREDICTION_KINDS = ("cls", "det", "seg")
+"""The kinds of :class:`Predictions` an evaluator may accept."""
+
+
 @dataclass(frozen=True)
 class Evaluator:
-    """A metric with a stable id, e.g. ``voc07-11pt``; ``kind`` is ``cls``, ``det`` or ``seg``.
+    """A metric with a stable id, e.g. ``voc07-11pt``, and the prediction kinds it scores.
 
-    ``evaluate(predictions, ground_truth)`` returns :class:`Metrics`.
+    ``kinds`` lists the :attr:`Predictions.kind` values it accepts (``cls``, ``det``,
+    ``seg``); ``voc07-11pt`` for instance scores both ``cls`` and ``det`` predictions and
+    dispatches on ``predictions.kind``. ``evaluate(predictions, ground_truth)`` returns
+    :class:`Metrics`; the ground truth matches the kind (:class:`ClsGroundTruth`,
+    :class:`DetGroundTruth`, :class:`SegGroundTruth`).
     """
 
     id: str
-    kind: str
+    kinds: tuple[str, ...]
     evaluate: Callable[[Predictions, Any], Metrics]
     description: str = ""
+
+    def __post_init__(self):
+        kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
+        unknown = [k for k in kinds if k not in PREDICTION_KINDS]
+        if not kinds or unknown:
+            raise ValueError(f"evaluator {self.id!r}: kinds {kinds} must be a non-empty subset "
+                             f"of {PREDICTION_KINDS}")
+        object.__setattr__(self, "kinds", kinds)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ BUILTIN_MODULES = (
     "benchharness.data.datasets",
     "benchharness.tasks.classification",
     "benchharness.evaluators.voc_ap",
+    "benchharness.evaluators.voc_det",
+    "benchharness.evaluators.coco",
+    "benchharness.evaluators.miou",
 )
 ENTRY_POINT_GROUP = "benchharness"
 

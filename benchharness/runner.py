@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.check import ensure_devkit
+from .export import export_predictions
 from .interfaces import BenchharnessError, DataError, RunContext
 from .locks import FileLock
 from .plugins import Registry
@@ -268,9 +269,13 @@ class Runner:
             main = self.registry.get("evaluators", out.metric).evaluate(out.predictions, out.ground_truth)
             per_metric = {main.metric: 100 * main.mean}
             for metric_id in out.extra_metrics:
-                if metric_id in evaluators:
+                if metric_id in evaluators and out.predictions.kind in evaluators[metric_id].kinds:
                     per_metric[metric_id] = 100 * evaluators[metric_id].evaluate(
                         out.predictions, out.ground_truth).mean
+            export_dir = None
+            if job.task_config.get("export", True):  # VOC results files `benchharness evaluate` reads
+                export_dir = self.store.path_for(job).with_suffix(".predictions")
+                export_predictions(out.predictions, export_dir, out.info.get("split", "test"))
             timing = {"pretrain": rep.meta.get("pretrain_seconds"), "pretrain_cached": from_cache,
                       **out.timing, "evaluate": time.perf_counter() - t_eval}
             result = {**base, "status": "ok", "error": None, "metric": main.metric,
@@ -278,6 +283,8 @@ class Runner:
                       "per_class": {k: 100 * v for k, v in main.per_class.items()},
                       "per_metric": per_metric, "timing": timing, "info": out.info,
                       "pretext": rep.meta.get("pretext"),
+                      "export": export_dir and {"dir": str(export_dir), "split": out.info.get("split", "test"),
+                                                "year": out.info.get("year")},
                       "representation": {k: rep.meta.get(k) for k in
                                          ("pretrain_data", "pretrain_seconds", "device", "config_hash")}}
             self.log(f"    {main.metric} = {100 * main.mean:.2f}  ({timing['transfer']:.0f}s)")

@@ -68,3 +68,39 @@ def test_data_synth_writes_a_complete_world(tmp_path):
 def test_help_explains_method_specs():
     out = CliRunner().invoke(main, ["run", "--help"])
     assert "checkpoint:PATH" in out.output and "--seeds" in out.output
+
+
+def test_run_stops_on_broken_data_before_compute(tmp_path, tiny_world, fast_suite):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_world, broken)
+    xml = sorted((broken / "VOCdevkit" / "VOC2007" / "Annotations").glob("*.xml"))[0]
+    xml.write_text(xml.read_text().replace("<name>", "<name>unicorn", 1))
+    out = CliRunner().invoke(main, ["run", "--suite", str(fast_suite), "--data-root", str(broken),
+                                    "--results", str(tmp_path / "r")])
+    assert out.exit_code == 2
+    assert xml.name in out.output and "unicorn" in out.output
+    assert not (tmp_path / "r").exists()
+    check = CliRunner().invoke(main, ["data", "check", str(broken), "--quick"])
+    assert check.exit_code == 1 and xml.name in check.output
+    clean = CliRunner().invoke(main, ["data", "check", str(tiny_world)])
+    assert clean.exit_code == 0 and "no problems found" in clean.output
+
+
+def test_exported_predictions_reproduce_the_stored_number(tmp_path, tiny_world, fast_suite):
+    results = tmp_path / "results"
+    cli = CliRunner()
+    run = cli.invoke(main, ["run", "--suite", str(fast_suite), "--data-root", str(tiny_world),
+                            "--results", str(results), "--protocol", "fc8", "--seeds", "1"])
+    assert run.exit_code == 0, run.output
+    [path] = (results / "runs").rglob("*.json")
+    stored = json.loads(path.read_text())
+    export = stored["export"]
+    assert export["split"] == "test" and export["year"] == "2007"
+    for metric in ("voc07-11pt", "sklearn-ap", "voc10-area"):
+        out = cli.invoke(main, ["evaluate", "cls", "--devkit", str(tiny_world), "--year", "2007",
+                                "--split", "test", "--results", export["dir"], "--metric", metric,
+                                "--json"])
+        assert out.exit_code == 0, out.output
+        assert abs(100 * json.loads(out.output)["mean"] - stored["per_metric"][metric]) < 1e-6

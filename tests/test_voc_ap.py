@@ -232,10 +232,23 @@ def test_hook_registers_three_cls_evaluators():
     pm.register(voc_ap)
     evaluators = [e for lst in pm.hook.benchharness_evaluators() for e in lst]
     assert {e.id for e in evaluators} == {"voc07-11pt", "voc10-area", "sklearn-ap"}
+    kinds = {e.id: e.kinds for e in evaluators}
+    assert kinds == {"voc07-11pt": ("cls", "det"), "voc10-area": ("cls", "det"),
+                     "sklearn-ap": ("cls",)}
     for e in evaluators:
-        assert isinstance(e, Evaluator) and e.kind == "cls"
+        assert isinstance(e, Evaluator) and "cls" in e.kinds
         m = e.evaluate(_preds(), _gt())
         assert m.metric == e.id and 0 <= m.mean <= 1
+
+
+def test_evaluator_refuses_kinds_it_does_not_score():
+    sk = {e.id: e for e in voc_ap.benchharness_evaluators()}["sklearn-ap"]
+    det = Predictions(kind="det", class_names=["a"], image_ids=["0"], detections={"a": []})
+    with pytest.raises(ValueError, match="sklearn-ap scores cls predictions, not 'det'"):
+        sk.evaluate(det, None)
+    with pytest.raises(ValueError, match="kinds"):
+        Evaluator(id="x", kinds=("video",), evaluate=lambda p, g: None)
+    assert Evaluator(id="x", kinds="seg", evaluate=lambda p, g: None).kinds == ("seg",)
 
 
 def test_matches_sklearn_on_random_data():

@@ -17,8 +17,11 @@ Three AP definitions are offered, each with a stable evaluator id:
     threshold. The published VOC07 classification numbers (Krahenbuhl et al. protocol) use it.
 
 The precision/recall builders (:func:`classification_pr`, :func:`cumulative_pr`) are separate
-from the AP functions so that the detection matcher, which produces its own per-detection
-true/false positive flags, can reuse :func:`ap_voc07_11pt` and :func:`ap_voc10_area` as is.
+from the AP functions so that the detection matcher (:mod:`benchharness.evaluators.voc_det`),
+which produces its own per-detection true/false positive flags, reuses
+:func:`ap_voc07_11pt` and :func:`ap_voc10_area` as is. The ``voc07-11pt`` and ``voc10-area``
+evaluators score both ``cls`` and ``det`` predictions (:func:`evaluate_ap` dispatches on
+``predictions.kind``).
 
 Classes without positives
     The devkit divides by the number of positives, giving NaN recall and a meaningless AP
@@ -88,7 +91,9 @@ def ap_voc07_11pt(rec, prec) -> float:
             p = prec[rec >= t]
         p = p[~np.isnan(p)]
         ap += (p.max() if p.size else 0.0) / 11.0
-    return float(ap)
+    # Eleven additions of 1/11 give 1.0000000000000002 (in MATLAB too); keep the fraction in
+    # [0, 1] as Metrics promises -- a change of one ulp, far below the 1e-6 agreement asked.
+    return float(min(ap, 1.0))
 
 
 def ap_voc10_area(rec, prec) -> float:
@@ -253,20 +258,40 @@ def evaluate_classification(
 
 
 _DESCRIPTIONS = {
-    "voc07-11pt": "VOC2007 devkit 11-point interpolated AP (difficult images ignored)",
-    "voc10-area": "VOC2010+ devkit AP: area under the monotone precision envelope",
-    "sklearn-ap": "non-interpolated AP as sklearn's average_precision_score (difficult ignored)",
+    "voc07-11pt": "VOC2007 devkit 11-point interpolated AP (cls and det; difficult ignored)",
+    "voc10-area": "VOC2010+ devkit AP: area under the monotone precision envelope (cls and det)",
+    "sklearn-ap": "non-interpolated AP as sklearn's average_precision_score (cls; difficult ignored)",
 }
+
+_KINDS = {"voc07-11pt": ("cls", "det"), "voc10-area": ("cls", "det"), "sklearn-ap": ("cls",)}
+
+
+def evaluate_ap(predictions: Predictions, ground_truth, metric_id: str) -> Metrics:
+    """Score ``predictions`` with ``metric_id``, dispatching on ``predictions.kind``.
+
+    ``cls`` goes to :func:`evaluate_classification`; ``det`` (for ``voc07-11pt`` and
+    ``voc10-area``) to :func:`benchharness.evaluators.voc_det.evaluate_detection`.
+    """
+    if metric_id not in METRIC_IDS:
+        raise ValueError(f"unknown metric {metric_id!r}; expected one of {METRIC_IDS}")
+    if predictions.kind not in _KINDS[metric_id]:
+        raise ValueError(f"{metric_id} scores {' and '.join(_KINDS[metric_id])} predictions, "
+                         f"not {predictions.kind!r}")
+    if predictions.kind == "det":
+        from .voc_det import evaluate_detection  # voc_det imports this module
+
+        return evaluate_detection(predictions, ground_truth, metric_id)
+    return evaluate_classification(predictions, ground_truth, metric_id)
 
 
 @hookimpl
 def benchharness_evaluators():
-    """The classification AP evaluators ``voc07-11pt``, ``voc10-area`` and ``sklearn-ap``."""
+    """The AP evaluators ``voc07-11pt``, ``voc10-area`` (cls and det) and ``sklearn-ap`` (cls)."""
     return [
         Evaluator(
             id=metric_id,
-            kind="cls",
-            evaluate=partial(evaluate_classification, metric_id=metric_id),
+            kinds=_KINDS[metric_id],
+            evaluate=partial(evaluate_ap, metric_id=metric_id),
             description=_DESCRIPTIONS[metric_id],
         )
         for metric_id in METRIC_IDS

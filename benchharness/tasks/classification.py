@@ -283,7 +283,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
         metric=cfg.metric, extra_metrics=cfg.extra_metrics,
         timing={"data": t_data, "features": t_feats, "train": t_train,
                 "predict": t_total - t_data - t_feats - t_train, "transfer": t_total},
-        info={"final_loss": final_loss, "train_images": len(train_labels),
+        info={"split": cfg.test_split, "year": cfg.year, "final_loss": final_loss, "train_images": len(train_labels),
               "test_images": len(test_ids), "frozen": list(model.frozen),
               "epochs": cfg.epochs, "input_size": cfg.input_size,
               "feature_cache": cfg.feature_cache and bool(model.frozen_through),

@@ -59,8 +59,13 @@ def main():
                    "the suite (the smoke suite generates its synthetic world when missing).")
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train [default: the suite's, usually auto].")
+@click.option("--rescale", is_flag=True,
+              help="Apply Krahenbuhl et al.'s data-dependent rescaling (per-channel normalisation "
+                   "within layers, then equalised gradient/weight ratios between layers) before "
+                   "transfer; recorded in each result (the published rows marked rescaled used it).")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
-def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, dry_run):
+def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
+        dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
@@ -76,7 +81,8 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     the_suite = load_suite(suite)
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     root = prepare_data_root(the_suite, data_root, log)
-    the_plan = make_plan(the_suite, registry, root, list(methods), list(tasks), list(protocols), seeds)
+    the_plan = make_plan(the_suite, registry, root, list(methods), list(tasks), list(protocols), seeds,
+                         {"rescale": True} if rescale else None)
     if dry_run:
         for job in the_plan.jobs:
             click.echo(f"{job.method}\t{job.task}\t{job.protocol}\tseed {job.seed}\t{job.config_hash}")

@@ -85,8 +85,11 @@ class Plan:
 
 def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] | None = None,
          tasks: list[str] | None = None, protocols: list[str] | None = None,
-         seeds: int | None = None) -> Plan:
-    """Expand the suite (filtered by the CLI's choices) into jobs; checks names and data first."""
+         seeds: int | None = None, task_overrides: dict | None = None) -> Plan:
+    """Expand the suite (filtered by the CLI's choices) into jobs; checks names and data first.
+
+    ``task_overrides`` (e.g. ``{"rescale": True}``) are added to every task's settings.
+    """
     methods = list(methods or suite.methods)
     task_names = list(tasks or suite.tasks)
     registered_methods = registry.methods()
@@ -128,7 +131,7 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
             rep_key = config_hash({"method": name, "arg": arg_id, "config": mcfg,
                                    "backbone": suite.backbone, "data": ident})
             method_configs[rep_key] = mcfg
-            tcfg = dict(suite.task_config.get(task_name, {}))
+            tcfg = {**suite.task_config.get(task_name, {}), **(task_overrides or {})}
             for protocol in chosen:
                 for seed in range(seeds if seeds is not None else suite.seeds):
                     h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
@@ -243,7 +246,9 @@ class Runner:
     def run_job(self, plan: Plan, job: Job, memo: dict) -> dict:
         """Run one job and store its result (a failure is stored as a failed result)."""
         start = time.perf_counter()
-        base = {"method": job.method, "method_spec": job.method_spec, "task": job.task,
+        rescaled = bool(job.task_config.get("rescale"))
+        base = {"method": job.method + (" (rescaled)" if rescaled else ""), "rescaled": rescaled,
+                "method_spec": job.method_spec, "task": job.task,
                 "protocol": job.protocol, "seed": job.seed, "suite": job.suite,
                 "config_hash": job.config_hash, "representation_key": job.representation_key,
                 "backbone": plan.suite.backbone, "data_root": str(plan.data_root),

@@ -106,3 +106,16 @@ def test_bf16_autocast_gives_the_same_ranking_within_noise(tiny_world, tmp_path)
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max() + 0.05
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
     assert bf16.info["peak_memory_mb"] > 0
+
+
+def test_rescale_option_is_recorded_and_keeps_caches_apart(tiny_world, tmp_path):
+    rep = _rep()
+    before = {k: v.clone() for k, v in rep.network.state_dict().items()}
+    plain = transfer(rep, "fc8", _ctx(tiny_world, tmp_path))
+    rescaled = transfer(rep, "fc8", _ctx(tiny_world, tmp_path, rescale=True, rescale_images=16))
+    assert plain.info["rescale"] is None
+    assert set(rescaled.info["rescale"]) >= {"within_layer", "between_layer"}
+    assert not rescaled.info["features_from_cache"]  # rescaled features are not the plain ones
+    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 4
+    assert not np.allclose(plain.predictions.scores, rescaled.predictions.scores)
+    assert all(torch.equal(v, before[k]) for k, v in rep.network.state_dict().items())

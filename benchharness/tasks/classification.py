@@ -28,11 +28,12 @@ from ..accel import (autocast, images_home, peak_memory_mb, prepare_model, reset
 from ..backbones import STAGES
 from ..data.classes import VOC_CLASSES
 from ..data.image_cache import cached_images, decode_resized
-from ..data.transforms import random_crop_batch
+from ..data.transforms import center_crop_batch, random_crop_batch
 from ..data.voc import VOCDevkit, locate_devkit
 from ..hookspecs import hookimpl
 from ..interfaces import ClsGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
+from ..rescale import rescale_trunk
 from ..suite import config_hash
 from ..training import LossGuard
 from .crop_bank import CropBank, cached_features, compute_features
@@ -64,6 +65,8 @@ class ClsConfig:
     feature_cache: bool = True  # frozen-layer outputs computed once and cached on disk
     image_cache: bool = True  # decoded images stored once and memory-mapped by later jobs
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; bf16; off
+    rescale: bool = False  # Krahenbuhl et al.'s data-dependent rescaling before training
+    rescale_images: int = 256
     compile: bool = False  # torch.compile the classifier
     metric: str = "voc07-11pt"
     extra_metrics: tuple[str, ...] = ("sklearn-ap", "voc10-area")
@@ -156,7 +159,8 @@ def frozen_features(model: Classifier, representation, images, bank: CropBank, s
     cache_file = None
     rep_key = representation.meta.get("config_hash")
     if rep_key and cfg.feature_cache:
-        key = config_hash({"rep": rep_key, "layer": model.frozen_through, "year": cfg.year,
+        key = config_hash({"rep": rep_key, "rescale": cfg.rescale, "rescale_images": cfg.rescale_images,
+                           "layer": model.frozen_through, "year": cfg.year,
                            "split": split, "store": cfg.store_size, "input": cfg.input_size,
                            "k": bank.k, "scale": cfg.crop_scale, "seed": cfg.bank_seed})
         cache_file = Path(ctx.cache_dir) / "features" / f"{model.frozen_through}-{key}.safetensors"
@@ -240,6 +244,16 @@ def predict(model: Classifier, images, bank: CropBank, cfg: ClsConfig, ctx: RunC
     return (scores / bank.k).numpy()
 
 
+def rescale(model: Classifier, representation, images, cfg: ClsConfig, ctx: RunContext) -> dict:
+    """Krahenbuhl et al.'s data-dependent rescaling of the (copied) trunk on central crops of
+    ``cfg.rescale_images`` training images; returns the statistics recorded in the result."""
+    gen = torch.Generator().manual_seed(cfg.bank_seed)
+    idx = torch.randperm(len(images), generator=gen)[:cfg.rescale_images]
+    crops = center_crop_batch(images[idx.to(images.device)], cfg.input_size)
+    x = representation.input.normalise(crops).to(ctx.device)
+    return rescale_trunk(model.trunk.to(ctx.device), x, generator=gen)
+
+
 def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
     """Train on the train split under ``protocol`` and predict the test split."""
     if protocol not in PROTOCOLS:
@@ -260,6 +274,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     t_data = time.perf_counter() - t0
 
     model = Classifier(representation, len(VOC_CLASSES), FROZEN_THROUGH[protocol])
+    rescale_stats = rescale(model, representation, train_images, cfg, ctx) if cfg.rescale else None
     train_bank = CropBank.make(len(train_images), cfg.train_crops, cfg.store_size, cfg.crop_scale,
                                seed=cfg.bank_seed)
     test_bank = CropBank.make(len(test_images), cfg.test_crops, cfg.store_size, cfg.crop_scale,
@@ -287,7 +302,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "test_images": len(test_ids), "frozen": list(model.frozen),
               "epochs": cfg.epochs, "input_size": cfg.input_size,
               "feature_cache": cfg.feature_cache and bool(model.frozen_through),
-              "features_from_cache": feats_cached, "amp": cfg.amp,
+              "features_from_cache": feats_cached, "amp": cfg.amp, "rescale": rescale_stats,
               "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 

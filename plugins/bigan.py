@@ -1,0 +1,288 @@
+"""``bigan``: bidirectional GAN (Donahue, Krahenbuhl, Darrell 2017, "Adversarial Feature
+Learning"), group ``unsup``.
+
+Three networks play one game on unlabelled images:
+
+- the encoder E is the AlexNet trunk through fc7 followed by a linear map to ``z``: the
+  representation is E's trunk, so all of conv1..fc7 count as learned (the fc8 protocol then
+  reads BiGAN-trained fc6/fc7 features rather than random ones);
+- the generator G is a DCGAN-style transposed-convolution stack from ``z`` (uniform in
+  [-1, 1]^d) to an image of ``generator_size`` pixels (tanh output);
+- the discriminator D sees the pair (x, z): a strided-conv stack on x, then fully connected
+  layers each of which takes ``[features, z]`` (z is injected at every linear layer).
+
+D learns to call (x, E(x)) real and (G(z), z) fake; E and G are trained with the
+non-saturating form of the inverted labels. Updates alternate (D, then E and G), both with Adam
+(lr 2e-4, beta1 0.5). With ``encoder_size`` larger than ``generator_size`` this is the paper's
+generalised BiGAN: E sees the crop at its full resolution while D receives it downsampled to
+G's resolution. The default pairs E at the trunk's input size with G at 32 pixels, as the paper
+paired E at 112 with G at 64, and keeps the default schedule within about 90 s on a 2-core CPU.
+
+Images are fed as RGB scaled to [-1, 1] (mean 0.5, std 0.5). The pretext measurement is the
+mean squared error (in that [-1, 1] scale, at G's resolution) between held-out centre crops x
+and their reconstructions G(E(x)); its chance level is the same figure with a freshly
+initialised encoder and the same G. ``random_z`` (G of fresh prior samples against x) is stored
+beside it: an encoder that carries information about x beats it too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchharness import hookimpl
+from benchharness.backbones import STAGES
+from benchharness.data.pretext_pool import default_image_dirs, load_images, split_held_out
+from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.interfaces import Method, RunContext
+from benchharness.representation import InputConvention, Representation
+from benchharness.training import LossGuard
+
+DEFAULTS = {
+    "steps": 100, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
+    "z_dim": 50,
+    "encoder_size": None,    # None: the backbone's input side
+    "generator_size": 32,    # G's output side and D's input side; a power of two >= 8
+    "gen_channels": 32,      # G's last hidden width (doubling towards the 4x4 start)
+    "disc_channels": 32,     # D's first conv width (doubling down to 4x4)
+    "disc_hidden": 512, "disc_dropout": 0.2,
+    "store_size": None,      # None: 1.125 x encoder_size
+    "crop_scale": (0.5, 1.0),
+    "held_out": 0.1, "image_dirs": None, "seed": 0, "checkpoint_every": 50,
+}
+CONVENTION = InputConvention(mode="rgb", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+LEARNED = STAGES
+
+
+def _settings(ctx: RunContext, input_size: int) -> dict:
+    unknown = set(ctx.config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"bigan: unknown settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **ctx.config}
+    cfg["encoder_size"] = int(cfg["encoder_size"] or input_size)
+    cfg["store_size"] = int(cfg["store_size"] or round(1.125 * cfg["encoder_size"]))
+    g = int(cfg["generator_size"])
+    if g < 8 or g & (g - 1):
+        raise ValueError(f"bigan: generator_size must be a power of two >= 8, got {g}")
+    if g > cfg["encoder_size"]:
+        raise ValueError(f"bigan: generator_size {g} exceeds encoder_size {cfg['encoder_size']}")
+    return cfg
+
+
+def _levels(size: int) -> int:
+    """How many factor-2 steps separate a 4x4 map from ``size``."""
+    return int(math.log2(size // 4))
+
+
+class Encoder(nn.Module):
+    """The trunk through fc7 (ReLU'd, as every task reads it) and a linear map to ``z``."""
+
+    def __init__(self, trunk: nn.Module, z_dim: int):
+        super().__init__()
+        self.trunk = trunk
+        self.to_z = nn.Linear(trunk.out_dim, z_dim)
+        nn.init.normal_(self.to_z.weight, std=0.01)
+        nn.init.zeros_(self.to_z.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_z(self.trunk(x))
+
+
+class Generator(nn.Module):
+    """DCGAN generator: z -> 4x4 map -> (transposed conv, batch norm, ReLU) x n -> tanh image."""
+
+    def __init__(self, z_dim: int, size: int, channels: int):
+        super().__init__()
+        n = _levels(size)
+        widths = [channels * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 128, 64, 32 for 32 px
+        layers = [nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),
+                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class JointDiscriminator(nn.Module):
+    """D(x, z): strided convs on x down to 4x4, then linear layers each fed ``[h, z]``."""
+
+    def __init__(self, z_dim: int, size: int, channels: int, hidden: int, dropout: float):
+        super().__init__()
+        convs, cin = [], 3
+        for i in range(_levels(size)):
+            cout = channels * 2 ** i
+            convs += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            cin = cout
+        self.x_path = nn.Sequential(*convs, nn.Flatten())
+        self.joint = nn.ModuleList([nn.Linear(cin * 16 + z_dim, hidden),
+                                    nn.Linear(hidden + z_dim, hidden),
+                                    nn.Linear(hidden + z_dim, 1)])
+        self.dropout = nn.Dropout(dropout)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h = self.x_path(x)
+        for i, layer in enumerate(self.joint):
+            h = layer(torch.cat([h, z], dim=1))
+            if i < len(self.joint) - 1:
+                h = self.dropout(F.leaky_relu(h, 0.2))
+        return h.squeeze(1)
+
+
+def to_generator_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` (encoder input) resized to G's resolution, antialiased (identity when equal)."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def sample_z(n: int, z_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Prior samples, uniform in [-1, 1]^z_dim."""
+    return torch.rand(n, z_dim, generator=generator) * 2 - 1
+
+
+def discriminator_loss(d: JointDiscriminator, x: torch.Tensor, z_hat: torch.Tensor,
+                       x_fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """D's loss: (x, E(x)) labelled real, (G(z), z) fake; E's and G's outputs are detached.
+    Binary cross-entropy averaged over the two pairs."""
+    bce = F.binary_cross_entropy_with_logits
+    real, fake = d(x, z_hat.detach()), d(x_fake.detach(), z)
+    return 0.5 * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
+
+
+def encoder_generator_loss(d: JointDiscriminator, x, z_hat, x_fake, z) -> torch.Tensor:
+    """Non-saturating E/G loss: D's labels inverted ((x, E(x)) fake, (G(z), z) real)."""
+    bce = F.binary_cross_entropy_with_logits
+    real, fake = d(x, z_hat), d(x_fake, z)
+    return 0.5 * (bce(real, torch.zeros_like(real)) + bce(fake, torch.ones_like(fake)))
+
+
+def pretrain(ctx: RunContext) -> Representation:
+    """Train E, G and D adversarially on the unlabelled pool; returns E's trunk (conv1..fc7)."""
+    torch.manual_seed(ctx.seed)
+    network = ctx.build_backbone()
+    cfg = _settings(ctx, network.spec.input_size)
+    dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
+    images = load_images(dirs, cfg["store_size"], ctx.progress)
+    train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
+    device, zd, gsize = ctx.device, cfg["z_dim"], int(cfg["generator_size"])
+    encoder = Encoder(network, zd).to(device)
+    gen_net = Generator(zd, gsize, cfg["gen_channels"]).to(device)
+    disc = JointDiscriminator(zd, gsize, cfg["disc_channels"], cfg["disc_hidden"],
+                              cfg["disc_dropout"]).to(device)
+    betas = (cfg["beta1"], cfg["beta2"])
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg["lr"], betas=betas)
+    opt_eg = torch.optim.Adam(list(encoder.parameters()) + list(gen_net.parameters()),
+                              lr=cfg["lr"], betas=betas)
+    rng = torch.Generator().manual_seed(ctx.seed)
+    checkpoint, first = ctx.epoch_checkpoint(), 0
+    state = checkpoint.load()
+    if state is not None:  # resume a killed pretraining where it stopped
+        for module, key in ((encoder, "e"), (gen_net, "g"), (disc, "d"), (opt_d, "opt_d"),
+                            (opt_eg, "opt_eg")):
+            module.load_state_dict(state[key])
+        rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])  # D's dropout masks
+        first = state["step"]
+        ctx.log(f"resuming bigan pretraining at step {first + 1}")
+    start = time.perf_counter()
+    guard, running = LossGuard("bigan pretraining"), {"D": None, "EG": None}
+    window = {"D": 0.0, "EG": 0.0, "n": 0}
+    for m in (encoder, gen_net, disc):
+        m.train()
+    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain bigan", initial=first, total=cfg["steps"])
+    for step in bar:
+        idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=rng)]
+        crops = random_crop_batch(images[idx], cfg["encoder_size"], rng, scale=tuple(cfg["crop_scale"]))
+        x_enc = CONVENTION.normalise(crops.to(device))
+        x = to_generator_size(x_enc, gsize)
+        z = sample_z(len(idx), zd, rng).to(device)
+        z_hat, x_fake = encoder(x_enc), gen_net(z)
+
+        loss_d = discriminator_loss(disc, x, z_hat, x_fake, z)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        loss_eg = encoder_generator_loss(disc, x, z_hat, x_fake, z)
+        opt_eg.zero_grad(set_to_none=True)
+        loss_eg.backward()  # D's gradients from this pass are cleared before D's next step
+        opt_eg.step()
+
+        for key, value in (("D", loss_d.item()), ("EG", loss_eg.item())):
+            running[key] = value if running[key] is None else 0.9 * running[key] + 0.1 * value
+            window[key] += value
+        window["n"] += 1
+        if hasattr(bar, "set_postfix") and step % 5 == 4:
+            bar.set_postfix(D=f"{running['D']:.3f}", EG=f"{running['EG']:.3f}")
+        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
+            guard.check(window["D"] / window["n"] + window["EG"] / window["n"], step)
+            window = {"D": 0.0, "EG": 0.0, "n": 0}
+            checkpoint.save({"step": step + 1, "e": encoder.state_dict(), "g": gen_net.state_dict(),
+                             "d": disc.state_dict(), "opt_d": opt_d.state_dict(),
+                             "opt_eg": opt_eg.state_dict(), "rng": rng.get_state(),
+                             "torch_rng": torch.get_rng_state()})
+    train_seconds = time.perf_counter() - start
+    pretext = reconstruction_pretext(encoder, gen_net, images[held_idx], cfg, ctx)
+    return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
+        "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
+        "train_seconds": train_seconds, "pretext": pretext,
+        "final_losses": {k: v for k, v in running.items()},
+        "encoder_size": cfg["encoder_size"], "generator_size": gsize, "z_dim": zd})
+
+
+@torch.no_grad()
+def reconstruction_error(encoder: Encoder | None, gen_net: Generator, images: torch.Tensor, cfg: dict,
+                         device, z_generator: torch.Generator | None = None) -> float:
+    """Mean squared error between centre crops of ``images`` (at G's size, in [-1, 1]) and
+    G(E(x)); with ``encoder`` None, G of prior samples drawn from ``z_generator`` instead."""
+    total, count = 0.0, 0
+    for s in range(0, len(images), 256):
+        x_enc = CONVENTION.normalise(center_crop_batch(images[s:s + 256], cfg["encoder_size"]).to(device))
+        x = to_generator_size(x_enc, int(cfg["generator_size"]))
+        if encoder is not None:
+            z = encoder(x_enc)
+        else:
+            z = sample_z(len(x), cfg["z_dim"], z_generator).to(device)
+        total += (gen_net(z) - x).pow(2).sum().item()
+        count += x.numel()
+    return total / count
+
+
+def reconstruction_pretext(encoder: Encoder, gen_net: Generator, held: torch.Tensor, cfg: dict,
+                           ctx: RunContext) -> dict | None:
+    """The held-out reconstruction error of E and G, against an untrained E and prior samples."""
+    if len(held) == 0:
+        return None
+    torch.manual_seed(ctx.seed + 1)
+    fresh = Encoder(ctx.build_backbone(), cfg["z_dim"]).to(ctx.device)  # as training started from
+    for m in (encoder, gen_net, fresh):
+        m.eval()
+    value = reconstruction_error(encoder, gen_net, held, cfg, ctx.device)
+    chance = reconstruction_error(fresh, gen_net, held, cfg, ctx.device)
+    random_z = reconstruction_error(None, gen_net, held, cfg, ctx.device,
+                                    torch.Generator().manual_seed(12_345))
+    return {"metric": "reconstruction-l2 (lower is better)", "value": value, "chance": chance,
+            "random_z": random_z, "held_out_images": len(held)}
+
+
+@hookimpl
+def benchharness_methods():
+    """BiGAN on unlabelled images."""
+    return [Method("bigan", "unsup", ("images",), pretrain,
+                   "bidirectional GAN: encoder trained against a joint (x, z) discriminator "
+                   "(Donahue et al. 2017)")]

@@ -23,7 +23,7 @@ from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
 
 DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
-            "crop_scale": (0.35, 1.0), "source_dir": None}
+            "crop_scale": (0.35, 1.0), "source_dir": None, "seed": 0}
 
 
 def _settings(ctx: RunContext) -> dict:

@@ -28,6 +28,7 @@ predictions; this module registers no evaluator id of its own.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -58,6 +59,111 @@ def iou_inclusive(box: Sequence[float], gt: Sequence[float]) -> float:
     return iw * ih / ua
 
 
+@dataclass
+class _BoxTable:
+    """One class's ground truth as arrays: row k holds the boxes of image k, padded to ``width``;
+    the last row stands for images without a box of the class."""
+
+    boxes: np.ndarray  # [n_images + 1, width, 4]
+    valid: np.ndarray  # [n_images + 1, width] bool
+    difficult: np.ndarray  # [n_images + 1, width] bool
+
+    @classmethod
+    def build(cls, n_images: int, image: np.ndarray, boxes: np.ndarray, difficult: np.ndarray):
+        """From per-object image rows, boxes and difficult flags (any order)."""
+        order = np.argsort(image, kind="stable")  # keeps each image's boxes in file order
+        image, boxes, difficult = image[order], boxes[order], difficult[order]
+        starts = np.searchsorted(image, image, side="left")
+        slot = np.arange(len(image)) - starts
+        width = int(slot.max()) + 1 if len(image) else 1
+        table = cls(np.zeros((n_images + 1, width, 4)), np.zeros((n_images + 1, width), dtype=bool),
+                    np.zeros((n_images + 1, width), dtype=bool))
+        table.boxes[image, slot] = boxes
+        table.valid[image, slot] = True
+        table.difficult[image, slot] = difficult
+        return table
+
+
+def _match(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, table: _BoxTable,
+           iou_strict: bool, min_overlap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The devkit's matching on arrays (``image``: ground-truth row of each detection).
+
+    A detection's best box is chosen among ALL boxes of its image (matched ones included), so it
+    does not depend on earlier matches; the only sequential rule, "the first detection in rank
+    order to hit a box takes it", is the first occurrence of each (image, box) among the hits.
+    """
+    n = len(scores)
+    order = np.argsort(-scores, kind="stable")
+    tp, fp = np.zeros(n), np.ones(n)
+    if n == 0:
+        return order, tp, fp
+    img, box = image[order], boxes[order]
+    g = table.boxes[img]  # [n, width, 4]
+    iw = np.minimum(box[:, None, 2], g[..., 2]) - np.maximum(box[:, None, 0], g[..., 0]) + 1
+    ih = np.minimum(box[:, None, 3], g[..., 3]) - np.maximum(box[:, None, 1], g[..., 1]) + 1
+    overlaps = table.valid[img] & (iw > 0) & (ih > 0)
+    ua = ((box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1))[:, None] \
+        + (g[..., 2] - g[..., 0] + 1) * (g[..., 3] - g[..., 1] + 1) - iw * ih
+    iou = np.full(iw.shape, -np.inf)
+    np.divide(iw * ih, ua, out=iou, where=overlaps)
+    jmax = np.argmax(iou, axis=1)  # the first of equal IoUs wins, as in the devkit's loop
+    ovmax = iou[np.arange(n), jmax]
+    hit = ovmax > min_overlap if iou_strict else ovmax >= min_overlap
+    on_difficult = hit & table.difficult[img, jmax]
+    candidates = np.flatnonzero(hit & ~on_difficult)
+    _, first = np.unique(img[candidates] * table.boxes.shape[1] + jmax[candidates], return_index=True)
+    tp[candidates[first]] = 1.0
+    fp[candidates[first]] = 0.0
+    fp[on_difficult] = 0.0  # neither true nor false positive
+    return order, tp, fp
+
+
+def _detection_arrays(detections: Sequence[tuple], image_ids: np.ndarray, class_name: str):
+    """(ground-truth row, boxes, scores) of one class's detections, checked like the devkit;
+    ``image_ids`` is the sorted array of known ids."""
+    if not detections:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 4)), np.zeros(0)
+    lengths = set(map(len, detections))
+    if lengths != {6}:
+        bad = next(d for d in detections if len(d) != 6)
+        raise ValueError(f"class {class_name!r}: a detection must be "
+                         f"(image_id, score, x1, y1, x2, y2), got {bad!r}")
+    columns = list(zip(*detections))
+    ids = np.asarray(columns[0], dtype=str)
+    row = np.searchsorted(image_ids, ids)
+    unknown = (row >= len(image_ids)) | (image_ids[np.minimum(row, len(image_ids) - 1)] != ids)
+    if unknown.any():
+        raise ValueError(f"class {class_name!r}: unrecognized image {str(ids[unknown][0])!r}: "
+                         "not in the ground truth")
+    scores = np.asarray(columns[1], dtype=np.float64)
+    if np.isnan(scores).any():
+        raise ValueError(f"class {class_name!r}: NaN score for image {str(ids[np.isnan(scores)][0])!r}")
+    return row, np.column_stack(columns[2:6]).astype(np.float64), scores
+
+
+class _SplitTruth:
+    """A DetGroundTruth flattened once into arrays (shared by every class's evaluation)."""
+
+    def __init__(self, gt: DetGroundTruth):
+        self.gt = gt
+        self.ids = np.asarray(sorted(map(str, gt.image_ids)), dtype=str)
+        row_of = {image_id: k for k, image_id in enumerate(self.ids)}
+        objs = [(row_of[str(i)], o) for i in gt.image_ids for o in gt.objects.get(i, ())]
+        self.image = np.array([r for r, _ in objs], dtype=np.int64)
+        self.cls = np.array([o.class_name for _, o in objs], dtype=object)
+        self.boxes = np.array([o.box for _, o in objs], dtype=np.float64).reshape(-1, 4)
+        self.difficult = np.array([bool(o.difficult) for _, o in objs], dtype=bool)
+
+    def pr(self, detections: Sequence[tuple], class_name: str) -> tuple[np.ndarray, np.ndarray, int]:
+        mine = self.cls == class_name
+        table = _BoxTable.build(len(self.ids), self.image[mine], self.boxes[mine], self.difficult[mine])
+        row, boxes, scores = _detection_arrays(detections, self.ids, class_name)
+        _, tp, fp = _match(row, boxes, scores, table, self.gt.iou_strict, MIN_OVERLAP)
+        n_pos = int((~self.difficult[mine]).sum())
+        rec, prec = cumulative_pr(tp, fp, n_pos)
+        return rec, prec, n_pos
+
+
 def match_detections(
     detections: Sequence[tuple],
     gt_boxes: dict[str, list[tuple[float, float, float, float]]],
@@ -73,33 +179,16 @@ def match_detections(
     detections in ranking order and the 0/1 true/false positive flags in that order (both 0 for
     a detection matched to a difficult box).
     """
-    n = len(detections)
-    scores = np.fromiter((float(d[1]) for d in detections), dtype=np.float64, count=n)
-    order = np.argsort(-scores, kind="stable")
-    tp = np.zeros(n, dtype=np.float64)
-    fp = np.zeros(n, dtype=np.float64)
-    matched = {image_id: [False] * len(boxes) for image_id, boxes in gt_boxes.items()}
-    for rank, index in enumerate(order):
-        image_id, _, x1, y1, x2, y2 = detections[index]
-        box = (float(x1), float(y1), float(x2), float(y2))
-        boxes = gt_boxes.get(image_id, ())
-        ovmax, jmax = -math.inf, -1
-        for j, gt in enumerate(boxes):
-            ov = iou_inclusive(box, gt)
-            if ov > ovmax:  # strictly greater: the first of equal IoUs wins
-                ovmax, jmax = ov, j
-        hit = ovmax > min_overlap if iou_strict else ovmax >= min_overlap
-        if hit:
-            if gt_difficult[image_id][jmax]:
-                continue  # neither true nor false positive
-            if not matched[image_id][jmax]:
-                tp[rank] = 1.0
-                matched[image_id][jmax] = True
-            else:
-                fp[rank] = 1.0  # a duplicate detection of a matched object
-        else:
-            fp[rank] = 1.0
-    return order, tp, fp
+    ids = np.asarray(sorted(gt_boxes), dtype=str)
+    row_of = {image_id: k for k, image_id in enumerate(ids)}
+    image = np.array([row_of[i] for i in gt_boxes for _ in gt_boxes[i]], dtype=np.int64)
+    boxes = np.array([b for i in gt_boxes for b in gt_boxes[i]], dtype=np.float64).reshape(-1, 4)
+    difficult = np.array([d for i in gt_boxes for d in gt_difficult[i]], dtype=bool)
+    table = _BoxTable.build(len(ids), image, boxes, difficult)
+    scores = np.fromiter((float(d[1]) for d in detections), dtype=np.float64, count=len(detections))
+    row = np.array([row_of.get(d[0], len(ids)) for d in detections], dtype=np.int64)
+    det_boxes = np.array([d[2:6] for d in detections], dtype=np.float64).reshape(-1, 4)
+    return _match(row, det_boxes, scores, table, iou_strict, min_overlap)
 
 
 def detection_pr(
@@ -110,28 +199,7 @@ def detection_pr(
     Raises :class:`ValueError` for a detection on an image the ground truth does not know (the
     devkit's "unrecognized image").
     """
-    known = set(ground_truth.image_ids)
-    for det in detections:
-        if len(det) != 6:
-            raise ValueError(f"class {class_name!r}: a detection must be "
-                             f"(image_id, score, x1, y1, x2, y2), got {det!r}")
-        if det[0] not in known:
-            raise ValueError(f"class {class_name!r}: unrecognized image {det[0]!r}: "
-                             "not in the ground truth")
-        if math.isnan(float(det[1])):
-            raise ValueError(f"class {class_name!r}: NaN score for image {det[0]!r}")
-    gt_boxes: dict[str, list[tuple[float, float, float, float]]] = {}
-    gt_difficult: dict[str, list[bool]] = {}
-    n_pos = 0
-    for image_id in ground_truth.image_ids:
-        objs = [o for o in ground_truth.objects.get(image_id, ()) if o.class_name == class_name]
-        gt_boxes[image_id] = [tuple(float(v) for v in o.box) for o in objs]
-        gt_difficult[image_id] = [bool(o.difficult) for o in objs]
-        n_pos += sum(not o.difficult for o in objs)
-    _, tp, fp = match_detections(detections, gt_boxes, gt_difficult,
-                                 iou_strict=ground_truth.iou_strict)
-    rec, prec = cumulative_pr(tp, fp, n_pos)
-    return rec, prec, n_pos
+    return _SplitTruth(ground_truth).pr(detections, class_name)
 
 
 def evaluate_detection(
@@ -150,10 +218,11 @@ def evaluate_detection(
     if not isinstance(ground_truth, DetGroundTruth):
         raise ValueError(f"detection predictions need a DetGroundTruth, got {type(ground_truth).__name__}")
     per_class: dict[str, float] = {}
+    truth = _SplitTruth(ground_truth)
     for name in ground_truth.class_names:
         if name not in predictions.detections:
             raise ValueError(f"no detections list for class {name!r}")
-        rec, prec, n_pos = detection_pr(predictions.detections[name], ground_truth, name)
+        rec, prec, n_pos = truth.pr(predictions.detections[name], name)
         if n_pos == 0:
             per_class[name] = float("nan")
         elif metric_id == "voc07-11pt":

@@ -23,6 +23,8 @@ BUILTIN_MODULES = (
     "benchharness.backbones",
     "benchharness.data.datasets",
     "benchharness.tasks.classification",
+    "benchharness.tasks.detection",
+    "benchharness.tasks.segmentation",
     "benchharness.evaluators.voc_ap",
     "benchharness.evaluators.voc_det",
     "benchharness.evaluators.coco",

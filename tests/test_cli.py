@@ -104,3 +104,58 @@ def test_exported_predictions_reproduce_the_stored_number(tmp_path, tiny_world, 
                                 "--json"])
         assert out.exit_code == 0, out.output
         assert abs(100 * json.loads(out.output)["mean"] - stored["per_metric"][metric]) < 1e-6
+
+
+DET_SEG_SUITE = """
+name = "detseg"
+backbone = "alexnet-small"
+seeds = 1
+
+[methods]
+use = ["random"]
+
+[tasks]
+use = ["voc07-det", "voc12-seg"]
+
+[tasks.voc07-det]
+protocols = ["all"]
+epochs = 1
+scale = 96
+max_size = 160
+rois_per_image = 16
+
+[tasks.voc12-seg]
+protocols = ["all"]
+epochs = 1
+batch_size = 4
+"""
+
+
+def test_exported_detections_and_masks_reproduce_the_stored_numbers(tmp_path, tiny_world):
+    suite = tmp_path / "detseg.toml"
+    suite.write_text(DET_SEG_SUITE)
+    results = tmp_path / "results"
+    cli = CliRunner()
+    run = cli.invoke(main, ["run", "--suite", str(suite), "--data-root", str(tiny_world),
+                            "--results", str(results)])
+    assert run.exit_code == 0, run.output
+    stored = {r["task"]: r for r in map(json.loads, map(lambda p: p.read_text(),
+                                                         (results / "runs").rglob("*.json")))}
+    assert set(stored) == {"voc07-det", "voc12-seg"}
+    checks = [("det", "voc07-det", "2007", "test", ("voc07-11pt", "coco-ap50")),
+              ("seg", "voc12-seg", "2012", "val", ("miou",))]
+    for kind, task, year, split, metrics in checks:
+        result = stored[task]
+        assert result["status"] == "ok", result.get("error")
+        assert result["export"]["split"] == split and result["export"]["year"] == year
+        for metric in metrics:
+            out = cli.invoke(main, ["evaluate", kind, "--devkit", str(tiny_world), "--year", year,
+                                    "--split", split, "--results", result["export"]["dir"],
+                                    "--metric", metric, "--json"])
+            assert out.exit_code == 0, out.output
+            assert abs(100 * json.loads(out.output)["mean"] - result["per_metric"][metric]) < 1e-6
+    board = cli.invoke(main, ["leaderboard", "--results", str(results)])
+    assert board.exit_code == 0, board.output
+    row = next(line for line in board.output.splitlines() if "random" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-2] != "" and cells[-1] != ""  # det and seg columns filled

@@ -1,0 +1,282 @@
+"""VOC 2007 object detection transfer (``voc07-det``) with Fast R-CNN (Girshick 2015).
+
+Protocols, over the representation's fixed stage names:
+
+- ``all``: everything fine-tunes (the published column);
+- ``fc6-8``: conv1..conv5 frozen; fc6, fc7 and the new heads train.
+
+Training follows Fast R-CNN: single scale (the short side resized to ``scale`` pixels, the long
+side at most ``max_size``), horizontal flips, minibatches of ``images_per_batch`` images x
+``rois_per_image`` RoIs of which 25% foreground (IoU >= 0.5 with a ground-truth box, the
+ground-truth boxes themselves included) and the rest background (IoU in [0.1, 0.5)); softmax +
+smooth-L1 multi-task loss; SGD with momentum and step decay. 'difficult' objects are left out
+of training, as in Fast R-CNN. Testing: every proposal scored, boxes regressed per class,
+per-class NMS at IoU 0.3, at most 100 detections per image. Proposals come from selective
+search (cached on disk, see :mod:`.proposals`) or from a user file (``proposals = PATH``).
+Scored with ``voc07-11pt`` (``coco-ap50`` in ``per_metric``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
+from ..data.classes import VOC_CLASSES
+from ..data.voc import VOCDevkit, locate_devkit
+from ..evaluators.ground_truth import det_ground_truth
+from ..hookspecs import hookimpl
+from ..interfaces import DetGroundTruth, Predictions, RunContext, Task, TransferOutput
+from ..representation import Representation
+from ..training import LossGuard
+from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss
+from .proposals import split_proposals, to_continuous
+
+PROTOCOLS = ("all", "fc6-8")
+CLASS_INDEX = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}  # 0 is background
+
+
+@dataclass
+class DetConfig:
+    """Settings of one detection transfer; every field can be set in the suite file."""
+
+    year: str = "2007"
+    train_split: str = "trainval"
+    test_split: str = "test"
+    scale: int = 600  # short side of the network's input, in pixels
+    max_size: int = 1000  # cap on the long side
+    proposals: str = "selective_search"  # or a .mat / .npz file (or a folder of <split>.mat|npz)
+    ss_mode: str = "fast"
+    ss_workers: int = 2
+    epochs: int = 16
+    images_per_batch: int = 2
+    rois_per_image: int = 64
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_low: float = 0.1
+    gt_as_proposals: bool = True  # the ground-truth boxes join the training proposals
+    flip: bool = True
+    lr: float = 0.001
+    lr_pretrained: float = 0.0  # lr of pretrained stages that train; 0: same as lr
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_steps: int = 1  # lr / 10 this many times, evenly spaced (Fast R-CNN: once, at 80%)
+    step_at: float = 0.8  # with one step: when, as a fraction of training
+    test_batch: int = 8
+    score_thresh: float = 0.01
+    nms: float = 0.3
+    max_per_image: int = 100
+    amp: str = "auto"
+    metric: str = "voc07-11pt"
+    extra_metrics: tuple[str, ...] = ("coco-ap50",)
+
+    @classmethod
+    def from_mapping(cls, config, protocol: str) -> "DetConfig":
+        """Top-level keys of the task's suite section, overridden by its ``[protocol]`` table."""
+        names = {f.name for f in fields(cls)}
+        merged = {k: v for k, v in config.items() if k in names}
+        merged.update({k: v for k, v in (config.get(protocol) or {}).items() if k in names})
+        unknown = set(config) - names - set(PROTOCOLS) - {"protocols"}
+        if unknown:
+            raise ValueError(f"voc07-det: unknown settings {sorted(unknown)}; known: {sorted(names)}")
+        if "extra_metrics" in merged:
+            merged["extra_metrics"] = tuple(merged["extra_metrics"])
+        return cls(**merged)
+
+
+@dataclass
+class DetSplit:
+    """One split ready for Fast R-CNN: resized images, per-image scale, proposals and boxes
+    (continuous, in the resized frame), and the original sizes."""
+
+    image_ids: list[str]
+    images: list[torch.Tensor]  # uint8 [3, h, w], resized
+    scales: list[float]
+    sizes: list[tuple[int, int]]  # original (height, width)
+    proposals: list[torch.Tensor]
+    gt_boxes: list[torch.Tensor]
+    gt_labels: list[torch.Tensor]
+
+
+def image_scale(height: int, width: int, scale: int, max_size: int) -> float:
+    """Fast R-CNN's single-scale factor: short side to ``scale``, long side at most ``max_size``."""
+    factor = scale / min(height, width)
+    if round(factor * max(height, width)) > max_size:
+        factor = max_size / max(height, width)
+    return factor
+
+
+def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig,
+               ctx: RunContext) -> tuple[DetSplit, bool]:
+    """Decode, resize and attach proposals to every image of ``split``; (split, proposals cached)."""
+    ids = list(gt.image_ids)
+    boxes, cached = split_proposals(
+        ids, lambda i: devkit.image_path(cfg.year, i), f"voc{cfg.year}_{split}",
+        Path(ctx.cache_dir) / "proposals", {"devkit": str(devkit.root.resolve()), "year": cfg.year},
+        cfg.proposals, cfg.ss_mode, cfg.ss_workers, ctx.progress, ctx.log)
+    out = DetSplit(ids, [], [], [], [], [], [])
+    for image_id, props in zip(ctx.bar(ids, desc=f"load VOC{cfg.year} {split}", leave=False), boxes):
+        image = devkit.load_image(cfg.year, image_id)
+        h, w = image.shape[-2:]
+        s = image_scale(h, w, cfg.scale, cfg.max_size)
+        size = [max(1, round(h * s)), max(1, round(w * s))]
+        out.images.append(TF.resize(image, size, antialias=True))
+        out.scales.append(s)
+        out.sizes.append((h, w))
+        p = to_continuous(props)
+        p = p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])]
+        out.proposals.append(p * s)
+        objs = [o for o in gt.objects[image_id] if not o.difficult and o.class_name in CLASS_INDEX]
+        out.gt_boxes.append(to_continuous(np.array([o.box for o in objs]).reshape(-1, 4)) * s)
+        out.gt_labels.append(torch.tensor([CLASS_INDEX[o.class_name] for o in objs], dtype=torch.int64))
+    return out, cached
+
+
+def pad_batch(images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Float [B, 3, H, W] in [0, 1], each image at the top-left, zero padding to the largest."""
+    h = max(im.shape[-2] for im in images)
+    w = max(im.shape[-1] for im in images)
+    batch = torch.zeros(len(images), 3, h, w, device=device)
+    for k, im in enumerate(images):
+        batch[k, :, :im.shape[-2], :im.shape[-1]] = im.to(device).float() / 255
+    return batch
+
+
+def _schedule(opt, total: int, cfg: DetConfig):
+    if cfg.lr_steps == 1:
+        milestones = [max(1, round(total * cfg.step_at))]
+    else:
+        milestones = [round(total * (i + 1) / (cfg.lr_steps + 1)) for i in range(cfg.lr_steps)]
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+
+
+def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: DetConfig,
+          ctx: RunContext) -> float:
+    """Fit Fast R-CNN on ``data``; returns the last epoch's mean loss."""
+    device = ctx.device
+    sampler = RoiSampler(cfg.rois_per_image, cfg.fg_fraction, cfg.fg_iou, cfg.bg_low)
+    opt = torch.optim.SGD(model.param_groups(representation, cfg.lr, cfg.lr_pretrained),
+                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps = max(1, len(data.images) // cfg.images_per_batch)
+    sched = _schedule(opt, cfg.epochs * steps, cfg)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    net = prepare_model(model, device)
+    model.train()
+    epoch_loss, guard = float("nan"), LossGuard("voc07-det training")
+    for epoch in ctx.bar(range(cfg.epochs), desc="train", leave=False):
+        order = torch.randperm(len(data.images), generator=gen)
+        flips = torch.rand(len(data.images), generator=gen) < 0.5
+        running = 0.0
+        for step in range(steps):
+            idx = order[step * cfg.images_per_batch:(step + 1) * cfg.images_per_batch].tolist()
+            images, rois, labels, targets = [], [], [], []
+            for k, i in enumerate(idx):
+                image, props, gt = data.images[i], data.proposals[i], data.gt_boxes[i]
+                if cfg.gt_as_proposals:
+                    props = torch.cat([props, gt])
+                if cfg.flip and flips[i]:
+                    w = image.shape[-1]
+                    image = image.flip(-1)
+                    props = torch.stack([w - props[:, 2], props[:, 1], w - props[:, 0], props[:, 3]], 1)
+                    gt = torch.stack([w - gt[:, 2], gt[:, 1], w - gt[:, 0], gt[:, 3]], 1)
+                sample = sampler(props, gt, data.gt_labels[i])
+                images.append(image)
+                rois.append(torch.cat([torch.full((len(sample.boxes), 1), float(k)), sample.boxes], 1))
+                labels.append(sample.labels)
+                targets.append(sample.targets)
+            rois, labels, targets = (torch.cat(t).to(device) for t in (rois, labels, targets))
+            if len(labels) == 0:
+                continue
+            with autocast(device, cfg.amp):
+                cls_logits, deltas = net(pad_batch(images, device), rois)
+            cls_loss, box_loss = fast_rcnn_loss(cls_logits, deltas, labels, targets)
+            loss = cls_loss + box_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+        epoch_loss = running / steps
+        guard.check(epoch_loss, epoch)
+    return epoch_loss
+
+
+@torch.no_grad()
+def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) -> dict[str, list[tuple]]:
+    """Detections per class name: ``(image_id, score, x1, y1, x2, y2)``, VOC 1-based inclusive
+    boxes in the original image's pixels."""
+    device, coder = ctx.device, box_coder()
+    net = prepare_model(model, device).eval()
+    detections: dict[str, list[tuple]] = {name: [] for name in VOC_CLASSES}
+    n = len(data.images)
+    for start in ctx.bar(range(0, n, cfg.test_batch), desc="detect", leave=False):
+        idx = list(range(start, min(n, start + cfg.test_batch)))
+        rois = torch.cat([torch.cat([torch.full((len(data.proposals[i]), 1), float(k)),
+                                     data.proposals[i]], 1) for k, i in enumerate(idx)]).to(device)
+        with autocast(device, cfg.amp):
+            cls_logits, deltas = net(pad_batch([data.images[i] for i in idx], device), rois)
+        offset = 0
+        for i in idx:
+            m = len(data.proposals[i])
+            h, w = data.sizes[i]
+            s = data.scales[i]
+            props = data.proposals[i].to(device) / s  # decode in the original frame
+            boxes, scores, labels = detect(cls_logits[offset:offset + m], deltas[offset:offset + m],
+                                           props, (h, w), coder, cfg.score_thresh, cfg.nms,
+                                           cfg.max_per_image)
+            offset += m
+            boxes[:, :2] += 1  # continuous -> VOC 1-based inclusive
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+                detections[VOC_CLASSES[label - 1]].append((data.image_ids[i], score, *box))
+    return detections
+
+
+def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
+    """Train Fast R-CNN on the train split under ``protocol`` and detect on the test split."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"voc07-det: unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    cfg = DetConfig.from_mapping(ctx.config, protocol)
+    torch.manual_seed(ctx.seed)
+    devkit = VOCDevkit(locate_devkit(ctx.data_root))
+    t0 = time.perf_counter()
+    train_gt = det_ground_truth(devkit, cfg.year, cfg.train_split)
+    test_gt = det_ground_truth(devkit, cfg.year, cfg.test_split)
+    train_data, c1 = load_split(devkit, cfg.train_split, train_gt, cfg, ctx)
+    test_data, c2 = load_split(devkit, cfg.test_split, test_gt, cfg, ctx)
+    reset_peak_memory(ctx.device)
+    t_data = time.perf_counter() - t0
+
+    model = FastRCNN(representation, len(VOC_CLASSES), frozen_conv=protocol == "fc6-8")
+    final_loss = train(model, representation, train_data, cfg, ctx)
+    t_train = time.perf_counter() - t0 - t_data
+    detections = predict(model, test_data, cfg, ctx)
+    t_total = time.perf_counter() - t0
+    n_props = [len(p) for p in test_data.proposals]
+    return TransferOutput(
+        predictions=Predictions("det", VOC_CLASSES, test_gt.image_ids, detections=detections),
+        ground_truth=test_gt, metric=cfg.metric, extra_metrics=cfg.extra_metrics,
+        timing={"data": t_data, "train": t_train, "predict": t_total - t_data - t_train,
+                "transfer": t_total},
+        info={"split": cfg.test_split, "year": cfg.year, "final_loss": final_loss,
+              "train_images": len(train_data.images),
+              "test_images": len(test_data.images), "frozen": list(model.frozen),
+              "epochs": cfg.epochs, "scale": cfg.scale, "proposals": cfg.proposals,
+              "proposals_from_cache": c1 and c2,
+              "proposals_per_image": float(np.mean(n_props)) if n_props else 0.0,
+              "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp,
+              "peak_memory_mb": peak_memory_mb(ctx.device)},
+    )
+
+
+@hookimpl
+def benchharness_tasks():
+    """VOC 2007 detection with Fast R-CNN under the all and fc6-8 protocols."""
+    return [Task("voc07-det", PROTOCOLS, ("voc2007",), transfer,
+                 "PASCAL VOC 2007 detection, Fast R-CNN on selective-search proposals")]

@@ -1,0 +1,185 @@
+"""Fast R-CNN (Girshick 2015) on an AlexNet-family trunk, built from torchvision's parts.
+
+The trunk's conv1..conv5 (without conv5's max pool) run once per image; each proposal is
+max-pooled (``torchvision.ops.roi_pool``) from conv5 to the side fc6 expects (6 x 6 for
+``alexnet``, 3 x 3 for ``alexnet-small``), then goes through the trunk's fc6 and fc7 and two new
+heads: a (classes + 1)-way classifier and per-class box regression.
+
+Boxes are continuous ``(x1, y1, x2, y2)`` tensors (see :mod:`.proposals`). Sampling, encoding
+and matching use torchvision's detection building blocks (``Matcher``,
+``BalancedPositiveNegativeSampler``, ``BoxCoder`` with the standard weights ``(10, 10, 5, 5)``,
+i.e. targets divided by ``(0.1, 0.1, 0.2, 0.2)`` as Fast R-CNN normalises them).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes, roi_pool
+
+from ..backbones import CONV_STAGES, STAGES
+from ..representation import Representation
+
+BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+def box_coder() -> BoxCoder:
+    """The (dx, dy, dw, dh) encoding of Fast R-CNN with the usual normalising weights."""
+    return BoxCoder(BOX_WEIGHTS)
+
+
+def conv5_stride(trunk) -> int:
+    """Pixels per conv5 cell (before conv5's pool): the product of the strides on the way."""
+    stride = 1
+    for name in CONV_STAGES:
+        stage = trunk.stage(name)
+        for key, module in stage.named_children():
+            if name == "conv5" and key == "pool":
+                continue
+            s = getattr(module, "stride", 1)
+            stride *= s[0] if isinstance(s, tuple) else s
+    return stride
+
+
+@dataclass
+class RoiSample:
+    """The RoIs chosen for one training image: boxes, class labels (0 = background), targets."""
+
+    boxes: torch.Tensor  # [R, 4] continuous
+    labels: torch.Tensor  # [R] int64
+    targets: torch.Tensor  # [R, 4] encoded regression targets (meaningful where labels > 0)
+
+
+class RoiSampler:
+    """Fast R-CNN's minibatch sampling for one image.
+
+    A proposal is foreground when its best IoU with a ground-truth box is ``>= fg_iou``,
+    background when it lies in ``[bg_low, fg_iou)``, ignored below ``bg_low``; up to
+    ``fg_fraction`` of the ``rois_per_image`` are foreground, the rest background.
+    """
+
+    def __init__(self, rois_per_image: int = 64, fg_fraction: float = 0.25, fg_iou: float = 0.5,
+                 bg_low: float = 0.1, coder: BoxCoder | None = None):
+        self.matcher = Matcher(fg_iou, bg_low, allow_low_quality_matches=False)
+        self.sampler = BalancedPositiveNegativeSampler(rois_per_image, fg_fraction)
+        self.coder = coder or box_coder()
+
+    def labels_for(self, proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor):
+        """Per proposal: its class (>= 1), 0 for background, -1 ignored; and the matched gt box."""
+        if len(gt_boxes) == 0:
+            return (torch.full((len(proposals),), -1, dtype=torch.int64, device=proposals.device),
+                    torch.zeros_like(proposals))
+        matched = self.matcher(box_iou(gt_boxes, proposals))
+        labels = gt_labels[matched.clamp(min=0)].clone()
+        labels[matched == Matcher.BETWEEN_THRESHOLDS] = 0  # IoU in [bg_low, fg_iou)
+        labels[matched == Matcher.BELOW_LOW_THRESHOLD] = -1  # too far from any object
+        return labels, gt_boxes[matched.clamp(min=0)]
+
+    def __call__(self, proposals: torch.Tensor, gt_boxes: torch.Tensor,
+                 gt_labels: torch.Tensor) -> RoiSample:
+        labels, matched_boxes = self.labels_for(proposals, gt_boxes, gt_labels)
+        pos, neg = self.sampler([labels])
+        keep = torch.where(pos[0] | neg[0])[0]
+        boxes = proposals[keep]
+        return RoiSample(boxes, labels[keep], self.coder.encode_single(matched_boxes[keep], boxes))
+
+
+class FastRCNN(nn.Module):
+    """Shared conv1..conv5, RoI max pooling, fc6-fc7 of the representation, new heads.
+
+    ``frozen_conv`` fixes conv1..conv5 (the ``fc6-8`` protocol).
+    """
+
+    def __init__(self, representation: Representation, n_classes: int, frozen_conv: bool = False):
+        super().__init__()
+        self.trunk = copy.deepcopy(representation.network)
+        self.input = representation.input
+        self.pool_size = self.trunk.spec.pool_out
+        self.spatial_scale = 1.0 / conv5_stride(self.trunk)
+        dim = self.trunk.out_dim
+        self.cls_score = nn.Linear(dim, n_classes + 1)
+        self.bbox_pred = nn.Linear(dim, 4 * (n_classes + 1))
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+        self.frozen = CONV_STAGES if frozen_conv else ()
+        for name in self.frozen:
+            for p in self.trunk.stage(name).parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            self.trunk.stage(name).eval()
+        return self
+
+    def conv5(self, images: torch.Tensor) -> torch.Tensor:
+        """conv5 features (after its ReLU, before its pool) of float RGB images in [0, 1]."""
+        x = self.trunk.forward_to(self.input.normalise(images), "conv4")
+        return self.trunk.conv5.relu(self.trunk.conv5.conv(x))
+
+    def heads(self, features: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits [R, C+1] and box deltas [R, 4(C+1)] of ``rois`` ([R, 5]: batch index, box)."""
+        pooled = roi_pool(features, rois.to(features.dtype), self.pool_size, self.spatial_scale)
+        h = self.trunk.fc7(self.trunk.fc6(torch.flatten(pooled, 1)))
+        return self.cls_score(h), self.bbox_pred(h)
+
+    def forward(self, images: torch.Tensor, rois: torch.Tensor):
+        if self.frozen:
+            with torch.no_grad():
+                features = self.conv5(images)
+        else:
+            features = self.conv5(images)
+        return self.heads(features, rois)
+
+    def param_groups(self, representation: Representation, lr: float, lr_pretrained: float):
+        """SGD groups: new layers (and random stages) at ``lr``, pretrained ones at ``lr_pretrained``."""
+        pretrained, new = [], [*self.cls_score.parameters(), *self.bbox_pred.parameters()]
+        for name in STAGES:
+            params = [p for p in self.trunk.stage(name).parameters() if p.requires_grad]
+            (pretrained if name in representation.learned_stages else new).extend(params)
+        groups = [{"params": new, "lr": lr}]
+        if pretrained:
+            groups.append({"params": pretrained, "lr": lr_pretrained or lr})
+        return groups
+
+
+def fast_rcnn_loss(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,
+                   targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax loss over all RoIs plus smooth-L1 (beta 1) on the true class's deltas of the
+    foreground RoIs, normalised by the number of RoIs as in Fast R-CNN."""
+    cls_loss = F.cross_entropy(cls_logits.float(), labels)
+    fg = torch.where(labels > 0)[0]
+    deltas = box_deltas.float().view(len(labels), -1, 4)[fg, labels[fg]]
+    box_loss = F.smooth_l1_loss(deltas, targets[fg], beta=1.0, reduction="sum") / max(1, len(labels))
+    return cls_loss, box_loss
+
+
+def detect(cls_logits: torch.Tensor, box_deltas: torch.Tensor, proposals: torch.Tensor,
+           image_size: tuple[int, int], coder: BoxCoder, score_thresh: float = 0.01,
+           nms_iou: float = 0.3, max_per_image: int = 100, min_size: float = 1.0):
+    """Per-class boxes, scores and labels (>= 1) of one image after class-wise NMS.
+
+    ``image_size`` is ``(height, width)`` of the frame ``proposals`` live in; boxes are clipped
+    to it. Boxes narrower or lower than ``min_size`` (one pixel: less would be an inverted box
+    in the VOC convention) are dropped. At most ``max_per_image`` detections (the highest
+    scores) are kept.
+    """
+    n_cls = cls_logits.shape[1]
+    scores = F.softmax(cls_logits.float(), dim=1)
+    boxes = coder.decode(box_deltas.float(), [proposals.float()]).view(-1, n_cls, 4)
+    boxes = clip_boxes_to_image(boxes, image_size)
+    labels = torch.arange(n_cls, device=scores.device).view(1, -1).expand_as(scores)
+    boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+    keep = torch.where(scores > score_thresh)[0]
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = remove_small_boxes(boxes, min_size)
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, nms_iou)[:max_per_image]
+    return boxes[keep], scores[keep], labels[keep]

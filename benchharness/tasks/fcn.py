@@ -1,0 +1,158 @@
+"""FCN-32s (Long et al. 2015) on an AlexNet-family trunk.
+
+conv1..conv5 (with conv5's pool) come from the representation; fc6 and fc7 become convolutions
+whose weights are the fully connected ones reshaped (fc6: a ``pool_out`` x ``pool_out`` kernel
+over conv5's pooled map, fc7: 1 x 1), so at the centre of an input of the trunk's own size the
+network computes exactly the trunk's fc7. A new 1 x 1 classifier (zero-initialised, as in FCN)
+scores the classes, and a learnable transposed convolution initialised to bilinear
+interpolation upsamples the scores by the trunk's total stride back to the input size.
+
+FCN pads its input by 100 pixels and crops the upsampled output; here the padding and the crop
+are derived from the trunk's layer geometry (:func:`geometry`), so they are as small as the
+network allows and right for any AlexNet-family trunk.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import CONV_STAGES, STAGES
+from ..representation import Representation
+
+
+def fc_to_conv(trunk) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """fc6 and fc7 of ``trunk`` as convolutions with the same weights, reshaped."""
+    p = trunk.spec.pool_out
+    fc6, fc7 = trunk.fc6.fc, trunk.fc7.fc
+    conv6 = nn.Conv2d(trunk.conv5_channels, fc6.out_features, p)
+    conv7 = nn.Conv2d(fc7.in_features, fc7.out_features, 1)
+    with torch.no_grad():
+        conv6.weight.copy_(fc6.weight.view(fc6.out_features, trunk.conv5_channels, p, p))
+        conv6.bias.copy_(fc6.bias)
+        conv7.weight.copy_(fc7.weight.view(fc7.out_features, fc7.in_features, 1, 1))
+        conv7.bias.copy_(fc7.bias)
+    return conv6, conv7
+
+
+def bilinear_kernel(channels: int, size: int) -> torch.Tensor:
+    """Weights ``[channels, channels, size, size]`` of a transposed convolution that upsamples
+    each channel on its own by bilinear interpolation (FCN's ``upsample_filt``)."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = torch.arange(size, dtype=torch.float32)
+    filt1d = 1 - (og - center).abs() / factor
+    filt = filt1d[:, None] * filt1d[None, :]
+    weight = torch.zeros(channels, channels, size, size)
+    weight[range(channels), range(channels)] = filt
+    return weight
+
+
+def _pair(v):
+    return v[0] if isinstance(v, tuple) else v
+
+
+def geometry(layers) -> tuple[int, float]:
+    """``(stride, offset)`` such that output cell ``o`` of ``layers`` (convolutions and max
+    pools, in order) is centred on input pixel ``stride * o + offset``."""
+    stride, offset = 1, 0.0
+    for m in layers:
+        k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
+        offset += stride * ((k - 1) / 2 - p)
+        stride *= s
+    return stride, offset
+
+
+def output_length(layers, n: int) -> int:
+    """Spatial length after ``layers`` of an input of length ``n`` (floor mode, as PyTorch)."""
+    for m in layers:
+        k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
+        n = (n + 2 * p - k) // s + 1
+    return n
+
+
+class FCN32s(nn.Module):
+    """FCN-32s over the representation's trunk; ``frozen_conv`` fixes conv1..conv5 (``fc6-8``).
+
+    ``forward(images)`` takes float RGB images in [0, 1] ``[B, 3, H, W]`` and returns class
+    scores ``[B, n_classes, H, W]`` aligned with the input pixels.
+    """
+
+    def __init__(self, representation: Representation, n_classes: int, frozen_conv: bool = False):
+        super().__init__()
+        trunk = copy.deepcopy(representation.network)
+        self.input = representation.input
+        self.learned = tuple(representation.learned_stages)
+        self.convs = nn.ModuleDict({name: trunk.stage(name) for name in CONV_STAGES})
+        self.fc6, self.fc7 = fc_to_conv(trunk)
+        self.drop6, self.drop7 = trunk.fc6.dropout, trunk.fc7.dropout
+        self.score = nn.Conv2d(self.fc7.out_channels, n_classes, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        self.layers = [m for name in CONV_STAGES for m in self.convs[name].modules()
+                       if isinstance(m, (nn.Conv2d, nn.MaxPool2d))] + [self.fc6, self.fc7, self.score]
+        self.stride, self.offset = geometry(self.layers)
+        self.upscore = nn.ConvTranspose2d(n_classes, n_classes, 2 * self.stride, stride=self.stride,
+                                          bias=False)
+        with torch.no_grad():
+            self.upscore.weight.copy_(bilinear_kernel(n_classes, 2 * self.stride))
+        # upsampled pixel j is centred on padded-input pixel j - centre + offset
+        self._up_centre = (2 * self.stride - 1) / 2
+        self.pad_before = max(0, math.ceil(self.offset - self._up_centre))
+        self.crop = int(self._up_centre - self.offset + self.pad_before)
+        self.frozen = CONV_STAGES if frozen_conv else ()
+        for name in self.frozen:
+            for p in self.convs[name].parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            self.convs[name].eval()
+        return self
+
+    def pad_after(self, n: int) -> int:
+        """Padding after an input side of length ``n`` so that the upsampled output covers it."""
+        q = 0
+        while True:
+            coarse = output_length(self.layers, n + self.pad_before + q)
+            if coarse >= 1 and (coarse + 1) * self.stride >= self.crop + n:
+                return q
+            q += 1
+
+    def conv5(self, x: torch.Tensor) -> torch.Tensor:
+        for name in CONV_STAGES:
+            x = self.convs[name](x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        x = self.input.normalise(images)  # padding with zeros = padding with the mean colour
+        x = F.pad(x, (self.pad_before, self.pad_after(w), self.pad_before, self.pad_after(h)))
+        if self.frozen:
+            with torch.no_grad():
+                x = self.conv5(x)
+        else:
+            x = self.conv5(x)
+        x = F.relu(self.fc6(self.drop6(x)))
+        x = F.relu(self.fc7(self.drop7(x)))
+        up = self.upscore(self.score(x))
+        return up[..., self.crop:self.crop + h, self.crop:self.crop + w]
+
+    def param_groups(self, lr: float, lr_pretrained: float):
+        """SGD groups: new layers (and random stages) at ``lr``, pretrained ones at ``lr_pretrained``."""
+        stage_params = {name: list(self.convs[name].parameters()) for name in CONV_STAGES}
+        stage_params["fc6"] = list(self.fc6.parameters())
+        stage_params["fc7"] = list(self.fc7.parameters())
+        pretrained, new = [], [*self.score.parameters(), *self.upscore.parameters()]
+        for name in STAGES:
+            params = [p for p in stage_params[name] if p.requires_grad]
+            (pretrained if name in self.learned else new).extend(params)
+        groups = [{"params": new, "lr": lr}]
+        if pretrained:
+            groups.append({"params": pretrained, "lr": lr_pretrained or lr})
+        return groups

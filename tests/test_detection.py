@@ -1,0 +1,215 @@
+"""Fast R-CNN pieces (RoI sampling, box encoding, NMS), proposals and their cache, the task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from torchvision.ops import box_iou
+
+from benchharness.backbones import build
+from benchharness.data.voc import VOCDevkit, locate_devkit
+from benchharness.evaluators.voc_det import iou_inclusive
+from benchharness.interfaces import DataError, RunContext
+from benchharness.representation import Representation
+from benchharness.tasks import detection, proposals
+from benchharness.tasks.fast_rcnn import (FastRCNN, RoiSampler, box_coder, conv5_stride, detect,
+                                          fast_rcnn_loss)
+
+
+def test_box_encoding_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    props = torch.rand(50, 2, generator=gen) * 100
+    props = torch.cat([props, props + 5 + torch.rand(50, 2, generator=gen) * 80], 1)
+    gt = props + torch.randn(50, 4, generator=gen) * 4
+    gt[:, 2:] = torch.maximum(gt[:, 2:], gt[:, :2] + 1)
+    coder = box_coder()
+    deltas = coder.encode_single(gt, props)
+    back = coder.decode_single(deltas, props)
+    torch.testing.assert_close(back, gt, atol=1e-3, rtol=1e-4)
+    # a proposal equal to its box encodes to zero
+    torch.testing.assert_close(coder.encode_single(props, props), torch.zeros(50, 4), atol=1e-5, rtol=0)
+
+
+def test_voc_and_continuous_boxes_give_the_devkit_iou():
+    a, b = (1, 1, 10, 10), (6, 1, 15, 10)  # inclusive: 10 x 10 each, 5 x 10 overlap
+    assert iou_inclusive(a, b) == pytest.approx(50 / 150)
+    ca, cb = proposals.to_continuous(np.array([a, b]))
+    assert box_iou(ca[None], cb[None]).item() == pytest.approx(50 / 150)
+    torch.testing.assert_close(proposals.to_voc(proposals.to_continuous(np.array([a]))),
+                               torch.tensor([a], dtype=torch.float32))
+
+
+def test_roi_sampler_labels_by_iou_and_keeps_a_quarter_foreground():
+    gt = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    # IoUs with gt: 1.0, 0.81, 0.5 (fg); 0.45, 0.1 (bg); 0.05 (ignored); 0 (ignored)
+    boxes = torch.tensor([[0, 0, 100, 100], [0, 0, 90, 90], [0, 0, 50, 100],
+                          [0, 0, 45, 100], [0, 0, 10, 100], [0, 0, 5, 100], [200, 200, 300, 300]],
+                         dtype=torch.float32)
+    sampler = RoiSampler(rois_per_image=64, fg_fraction=0.25)
+    labels, matched = sampler.labels_for(boxes, gt, torch.tensor([7]))
+    assert labels.tolist() == [7, 7, 7, 0, 0, -1, -1]
+    assert (matched == gt).all()
+
+    many = torch.cat([boxes[:3].repeat(20, 1), boxes[3:5].repeat(40, 1)])  # 60 fg, 80 bg
+    torch.manual_seed(0)
+    sample = RoiSampler(rois_per_image=32, fg_fraction=0.25)(many, gt, torch.tensor([3]))
+    assert len(sample.boxes) == 32
+    assert (sample.labels > 0).sum().item() == 8 and (sample.labels == 0).sum().item() == 24
+    fg = sample.labels > 0
+    decoded = box_coder().decode_single(sample.targets[fg], sample.boxes[fg])
+    torch.testing.assert_close(decoded, gt.expand_as(decoded), atol=1e-3, rtol=1e-4)
+
+
+def test_sampler_without_ground_truth_ignores_everything():
+    labels, _ = RoiSampler().labels_for(torch.tensor([[0.0, 0, 10, 10]]), torch.zeros(0, 4),
+                                        torch.zeros(0, dtype=torch.int64))
+    assert labels.tolist() == [-1]
+
+
+def test_loss_uses_the_true_class_deltas_of_foreground_rois_only():
+    logits = torch.zeros(3, 3)
+    deltas = torch.zeros(3, 12)
+    deltas[0, 4:8] = 1.0  # class 1 of roi 0: off by 1 in every coordinate
+    deltas[2, :] = 100.0  # a background roi's deltas never count
+    labels = torch.tensor([1, 2, 0])
+    targets = torch.zeros(3, 4)
+    cls_loss, box_loss = fast_rcnn_loss(logits, deltas, labels, targets)
+    assert cls_loss.item() == pytest.approx(np.log(3))
+    assert box_loss.item() == pytest.approx(4 * 0.5 / 3)  # smooth-L1(1) = 0.5, 4 coords, / 3 rois
+
+
+def test_detect_applies_class_wise_nms_at_0_3():
+    props = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 13], [0, 0, 10, 10]], dtype=torch.float32)
+    logits = torch.full((3, 3), -10.0)
+    logits[0, 1] = 5  # class 1, best
+    logits[1, 1] = 4  # class 1 again, IoU 10/13 = 0.77 > 0.3 with the first: suppressed
+    logits[2, 2] = 5  # class 2 on the same box: kept
+    boxes, scores, labels = detect(logits, torch.zeros(3, 12), props, (50, 50), box_coder())
+    assert sorted(labels.tolist()) == [1, 2]
+    assert len(boxes) == 2
+
+
+def test_conv5_stride_of_the_backbones():
+    assert conv5_stride(build("alexnet")) == 16
+    assert conv5_stride(build("alexnet-small")) == 8
+
+
+def test_fast_rcnn_frozen_conv_protocol_keeps_conv_weights():
+    rep = Representation(build("alexnet-small"), "alexnet-small")
+    model = FastRCNN(rep, 20, frozen_conv=True)
+    before = model.trunk.conv3.conv.weight.clone()
+    images = torch.rand(1, 3, 96, 96)
+    rois = torch.tensor([[0, 4.0, 4, 60, 60], [0, 30, 30, 90, 90]])
+    cls_logits, deltas = model(images, rois)
+    assert cls_logits.shape == (2, 21) and deltas.shape == (2, 84)
+    (cls_logits.sum() + deltas.sum()).backward()
+    assert model.trunk.conv3.conv.weight.grad is None
+    assert model.trunk.fc6.fc.weight.grad is not None
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    assert torch.equal(model.trunk.conv3.conv.weight, before)
+
+
+def test_image_scale_follows_fast_rcnn():
+    assert detection.image_scale(375, 500, 600, 1000) == pytest.approx(1.6)
+    assert detection.image_scale(100, 500, 600, 1000) == pytest.approx(2.0)  # long side capped
+
+
+# --- proposals ------------------------------------------------------------------------------
+
+def test_selective_search_boxes_are_inside_the_image():
+    rng = np.random.default_rng(0)
+    image = np.zeros((60, 80, 3), dtype=np.uint8)
+    image[10:40, 20:60] = (200, 30, 30)
+    image += rng.integers(0, 20, image.shape, dtype=np.uint8)
+    boxes = proposals.selective_search(image)
+    assert len(boxes) > 0 and boxes.dtype == np.float32
+    assert (boxes[:, 0] >= 1).all() and (boxes[:, 1] >= 1).all()
+    assert (boxes[:, 2] <= 80).all() and (boxes[:, 3] <= 60).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and len(np.unique(boxes, axis=0)) == len(boxes)
+
+
+def test_selective_search_is_cached_and_reused(tiny_world, tmp_path, monkeypatch):
+    devkit = VOCDevkit(locate_devkit(tiny_world))
+    ids = devkit.read_split("2007", "test")[:4]
+    args = (ids, lambda i: devkit.image_path("2007", i), "voc2007_test", tmp_path, {"devkit": "x"})
+    first, cached = proposals.split_proposals(*args)
+    assert not cached and len(first) == 4
+    [cache_file] = tmp_path.rglob("voc2007_test.npz")
+
+    def fail(*_a, **_k):
+        raise AssertionError("selective search ran again instead of reading the cache")
+
+    monkeypatch.setattr(proposals, "compute_selective_search", fail)
+    again, cached = proposals.split_proposals(*args)
+    assert cached
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    # the cache file is itself a valid user proposals file
+    user, _ = proposals.split_proposals(ids, None, "voc2007_test", tmp_path / "other", {},
+                                        source=str(cache_file))
+    np.testing.assert_array_equal(user[0], first[0])
+    # a torn cache file is computed again, not trusted
+    cache_file.write_bytes(b"garbage")
+    monkeypatch.undo()
+    redone, cached = proposals.split_proposals(*args)
+    assert not cached
+    np.testing.assert_array_equal(redone[1], first[1])
+
+
+def test_fast_rcnn_mat_files_are_read_in_voc_order(tmp_path):
+    boxes = np.empty(2, dtype=object)
+    boxes[0] = np.array([[2, 1, 20, 10], [5, 5, 6, 7]], dtype=np.float64)  # (y1, x1, y2, x2)
+    boxes[1] = np.array([[1, 1, 3, 4]], dtype=np.float64)
+    images = np.empty(2, dtype=object)
+    images[:] = ["000001", "000002"]
+    path = tmp_path / "voc_2007_test.mat"
+    scipy.io.savemat(path, {"boxes": boxes, "images": images})
+    found = proposals.load_proposals_file(path)
+    np.testing.assert_array_equal(found["000001"], [[1, 2, 10, 20], [5, 5, 7, 6]])
+    np.testing.assert_array_equal(found["000002"], [[1, 1, 4, 3]])
+    with pytest.raises(DataError, match="no proposals for 1 images"):
+        proposals.split_proposals(["000001", "000009"], None, "voc_2007_test", tmp_path, {},
+                                  source=str(path))
+
+
+def test_bad_proposal_files_are_named(tmp_path):
+    with pytest.raises(DataError, match="must be a .mat"):
+        proposals.load_proposals_file(tmp_path / "boxes.txt")
+    bad = tmp_path / "boxes.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"boxes\.npz: not a readable \.npz"):
+        proposals.load_proposals_file(bad)
+    with pytest.raises(DataError, match="no voc2007_test.mat or voc2007_test.npz"):
+        proposals.split_proposals(["1"], None, "voc2007_test", tmp_path, {}, source=str(tmp_path))
+    mat = tmp_path / "other.mat"
+    scipy.io.savemat(mat, {"x": np.zeros(2)})
+    with pytest.raises(DataError, match="expected variables 'boxes' and 'images'"):
+        proposals.load_proposals_file(mat)
+
+
+# --- the task -------------------------------------------------------------------------------
+
+def test_detection_transfer_on_the_tiny_world(tiny_world, tmp_path):
+    rep = Representation(build("alexnet-small"), "alexnet-small")
+    ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path, "alexnet-small",
+                     config={"epochs": 1, "scale": 96, "max_size": 160, "rois_per_image": 16})
+    out = detection.transfer(rep, "fc6-8", ctx)
+    assert out.metric == "voc07-11pt" and out.extra_metrics == ("coco-ap50",)
+    assert out.info["frozen"] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert out.info["split"] == "test" and out.info["year"] == "2007"
+    assert set(out.predictions.detections) == set(out.ground_truth.class_names)
+    sizes = {}
+    devkit = VOCDevkit(locate_devkit(tiny_world))
+    for dets in out.predictions.detections.values():
+        for image_id, score, x1, y1, x2, y2 in dets:
+            h, w = sizes.setdefault(image_id, devkit.load_image("2007", image_id).shape[-2:])
+            assert 0 <= score <= 1 and 1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h
+    assert out.info["proposals_from_cache"] is False
+    again = detection.transfer(rep, "fc6-8", ctx)  # same seed, cached proposals: same output
+    assert again.info["proposals_from_cache"] is True
+    assert again.predictions.detections == out.predictions.detections
+    with pytest.raises(ValueError, match="unknown settings"):
+        detection.transfer(rep, "all", RunContext(torch.device("cpu"), 0, tiny_world, tmp_path,
+                                                  "alexnet-small", config={"epoch": 1}))

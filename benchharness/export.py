@@ -68,7 +68,7 @@ def export_predictions(predictions: Predictions, out_dir: Path | str, split: str
         for name in predictions.class_names:
             _check_name("class", name)
             lines = []
-            for det in predictions.detections.get(name, []):
+            for det in predictions.detection_tuples(name):
                 image_id, score, *box = det
                 _check_name("image id", str(image_id))
                 if len(box) != 4:

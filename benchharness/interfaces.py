@@ -9,6 +9,7 @@ evaluator plugin :class:`Evaluator` objects. They meet only through the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -138,20 +139,83 @@ class Task:
 
 
 @dataclass
+class ClassDetections:
+    """One class's detections over a split, as columns: the form the evaluators compute on.
+
+    Row ``k`` is one detection: ``image_index[k]`` is the position of its image in
+    :attr:`Predictions.image_ids`, ``scores[k]`` its score and ``boxes[k]`` its
+    ``(xmin, ymin, xmax, ymax)`` box in VOC pixels (1-based, both ends inclusive). Row order is
+    the order in which tied scores are ranked. Tasks build this directly from their tensors;
+    wherever it is accepted, a list of ``(image_id, score, xmin, ymin, xmax, ymax)`` tuples is
+    accepted too.
+    """
+
+    image_index: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+
+    def __post_init__(self):
+        self.image_index = np.asarray(self.image_index, dtype=np.int64).reshape(-1)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        if not len(self.image_index) == len(self.scores) == len(self.boxes):
+            raise ValueError(f"detection columns differ in length: {len(self.image_index)} image "
+                             f"indices, {len(self.scores)} scores, {len(self.boxes)} boxes")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def from_tuples(cls, detections: Sequence[tuple], index_of: Mapping[str, int],
+                    class_name: str = "") -> "ClassDetections":
+        """Columns of ``(image_id, score, x1, y1, x2, y2)`` tuples; ``index_of`` maps each known
+        image id to its index. A malformed tuple or an unknown image id is a ValueError."""
+        n = len(detections)
+        if not all(len(d) == 6 for d in detections):
+            bad = next(d for d in detections if len(d) != 6)
+            raise ValueError(f"class {class_name!r}: a detection must be "
+                             f"(image_id, score, x1, y1, x2, y2), got {bad!r}")
+        try:  # C-level iteration: this is the only per-detection work done in Python
+            index = np.fromiter(map(index_of.__getitem__, map(itemgetter(0), detections)),
+                                dtype=np.int64, count=n)
+        except (KeyError, TypeError):
+            unknown = next(d[0] for d in detections if d[0] not in index_of)
+            raise ValueError(f"class {class_name!r}: unrecognized image {unknown!r}: "
+                             "not in the ground truth") from None
+        column = [np.fromiter(map(itemgetter(k), detections), dtype=np.float64, count=n)
+                  for k in range(1, 6)]
+        return cls(index, column[0], np.stack(column[1:], axis=1))
+
+    def tuples(self, image_ids: Sequence[str]) -> list[tuple]:
+        """The detections as ``(image_id, score, x1, y1, x2, y2)`` tuples, in row order."""
+        return [(image_ids[i], s, *box) for i, s, box in
+                zip(self.image_index.tolist(), self.scores.tolist(), self.boxes.tolist())]
+
+
+@dataclass
 class Predictions:
     """Predictions for one split.
 
     ``kind`` is ``cls`` (``scores``: array [N images, C classes]), ``det`` (``detections``:
-    per class a list of ``(image_id, score, xmin, ymin, xmax, ymax)``, 1-based inclusive pixel
-    boxes) or ``seg`` (``masks``: image id -> uint8 array of class indices).
+    per class a :class:`ClassDetections` or a list of ``(image_id, score, xmin, ymin, xmax,
+    ymax)`` tuples, 1-based inclusive pixel boxes) or ``seg`` (``masks``: image id -> uint8
+    array of class indices).
     """
 
     kind: str
     class_names: Sequence[str]
     image_ids: Sequence[str]
     scores: np.ndarray | None = None
-    detections: dict[str, list[tuple]] | None = None
+    detections: dict[str, "ClassDetections | list[tuple]"] | None = None
     masks: dict[str, np.ndarray] | None = None
+
+    def detection_tuples(self, class_name: str) -> list[tuple]:
+        """One class's detections as ``(image_id, score, x1, y1, x2, y2)`` tuples (an empty list
+        when the class has none)."""
+        found = (self.detections or {}).get(class_name, [])
+        if isinstance(found, ClassDetections):
+            return found.tuples(self.image_ids)
+        return list(found)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from benchharness.evaluators.voc_det import (
     iou_inclusive,
     match_detections,
 )
-from benchharness.interfaces import DetGroundTruth, DetObject, Predictions
+from benchharness.interfaces import ClassDetections, DetGroundTruth, DetObject, Predictions
 
 BOX = (1, 1, 10, 10)  # 10 x 10 pixels under the inclusive convention
 
@@ -311,3 +311,41 @@ def test_matches_reference_loop_on_random_scenes(strict):
         ap11, area = both_aps(dets, gt)
         assert ap11 == pytest.approx(_reference_ap(dets, boxes, difficult, strict, True), abs=1e-9)
         assert area == pytest.approx(_reference_ap(dets, boxes, difficult, strict, False), abs=1e-9)
+
+
+def test_columns_and_tuples_give_the_same_aps():
+    rng = np.random.default_rng(5)
+    ids = [f"{i:03d}" for i in range(30)]
+    objects = {i: [DetObject(str(rng.choice(["a", "b"])), (5, 5, 40, 40), bool(rng.random() < 0.2))]
+               for i in ids}
+    gt = gt_of(objects, classes=("a", "b"))
+    tuples = {c: [(ids[int(k)], float(np.round(rng.random(), 1)), *(5 + rng.integers(-6, 7, 2)),
+                   *(40 + rng.integers(-6, 7, 2))) for k in rng.integers(0, 30, 60)] for c in "ab"}
+    index_of = {image_id: k for k, image_id in enumerate(ids)}
+    columns = {c: ClassDetections.from_tuples(d, index_of, c) for c, d in tuples.items()}
+    assert columns["a"].tuples(ids) == [tuple(float(v) if k else v for k, v in enumerate(d))
+                                        for d in tuples["a"]]
+    for metric in ("voc07-11pt", "voc10-area"):
+        a = evaluate_detection(preds_of(tuples, ids), gt, metric)
+        b = evaluate_detection(preds_of(columns, ids), gt, metric)
+        assert a.per_class == b.per_class and 0 < a.mean < 1
+    # the predictions may list their images in another order than the ground truth
+    shuffled = ids[::-1]
+    reindexed = {c: ClassDetections(len(ids) - 1 - d.image_index, d.scores, d.boxes)
+                 for c, d in columns.items()}
+    assert evaluate_detection(preds_of(reindexed, shuffled), gt, "voc07-11pt").per_class == \
+        evaluate_detection(preds_of(tuples, ids), gt, "voc07-11pt").per_class
+
+
+def test_column_errors():
+    gt = gt_of({"1": [DetObject("a", BOX)]})
+    bad = ClassDetections([1], [0.5], [BOX])
+    with pytest.raises(ValueError, match="unrecognized image 'zzz'"):
+        evaluate_detection(preds_of({"a": bad}, ["1", "zzz"]), gt, "voc07-11pt")
+    with pytest.raises(ValueError, match="NaN score"):
+        evaluate_detection(preds_of({"a": ClassDetections([0], [np.nan], [BOX])}, ["1"]), gt,
+                           "voc07-11pt")
+    with pytest.raises(ValueError, match="differ in length"):
+        ClassDetections([0, 0], [0.5], [BOX])
+    with pytest.raises(ValueError, match="must be"):
+        ClassDetections.from_tuples([("1", 0.5, 1, 1, 2)], {"1": 0})

@@ -202,14 +202,15 @@ def test_detection_transfer_on_the_tiny_world(tiny_world, tmp_path):
     assert set(out.predictions.detections) == set(out.ground_truth.class_names)
     sizes = {}
     devkit = VOCDevkit(locate_devkit(tiny_world))
-    for dets in out.predictions.detections.values():
-        for image_id, score, x1, y1, x2, y2 in dets:
+    for name in out.predictions.class_names:
+        for image_id, score, x1, y1, x2, y2 in out.predictions.detection_tuples(name):
             h, w = sizes.setdefault(image_id, devkit.load_image("2007", image_id).shape[-2:])
             assert 0 <= score <= 1 and 1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h
     assert out.info["proposals_from_cache"] is False
     again = detection.transfer(rep, "fc6-8", ctx)  # same seed, cached proposals: same output
     assert again.info["proposals_from_cache"] is True
-    assert again.predictions.detections == out.predictions.detections
+    for name in out.predictions.class_names:
+        assert again.predictions.detection_tuples(name) == out.predictions.detection_tuples(name)
     with pytest.raises(ValueError, match="unknown settings"):
         detection.transfer(rep, "all", RunContext(torch.device("cpu"), 0, tiny_world, tmp_path,
                                                   "alexnet-small", config={"epoch": 1}))

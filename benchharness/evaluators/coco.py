@@ -73,7 +73,7 @@ def to_coco(predictions: Predictions, ground_truth: DetGroundTruth):
     for name, c in category.items():
         if name not in predictions.detections:
             raise ValueError(f"no detections list for class {name!r}")
-        for det in predictions.detections[name]:
+        for det in predictions.detection_tuples(name):
             image_id, score = det[0], float(det[1])
             if image_id not in image_index:
                 raise ValueError(f"class {name!r}: unrecognized image {image_id!r}: "

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from ..hookspecs import hookimpl
-from ..interfaces import DetGroundTruth, Metrics, Predictions
+from ..interfaces import ClassDetections, DetGroundTruth, Metrics, Predictions
 from .voc_ap import ap_voc07_11pt, ap_voc10_area, cumulative_pr
 
 MIN_OVERLAP = 0.5
@@ -95,10 +95,13 @@ def _match(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, table: _Box
     n = len(scores)
     order = np.argsort(-scores, kind="stable")
     tp, fp = np.zeros(n), np.ones(n)
-    if n == 0:
+    # only detections in an image with a box of the class can hit anything (boxes are packed
+    # from slot 0, so slot 0 is valid exactly when the image has one)
+    rank = np.flatnonzero(table.valid[image[order], 0])
+    if len(rank) == 0:
         return order, tp, fp
-    img, box = image[order], boxes[order]
-    g = table.boxes[img]  # [n, width, 4]
+    img, box = image[order[rank]], boxes[order[rank]]
+    g = table.boxes[img]  # [m, width, 4]
     iw = np.minimum(box[:, None, 2], g[..., 2]) - np.maximum(box[:, None, 0], g[..., 0]) + 1
     ih = np.minimum(box[:, None, 3], g[..., 3]) - np.maximum(box[:, None, 1], g[..., 1]) + 1
     overlaps = table.valid[img] & (iw > 0) & (ih > 0)
@@ -107,38 +110,15 @@ def _match(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, table: _Box
     iou = np.full(iw.shape, -np.inf)
     np.divide(iw * ih, ua, out=iou, where=overlaps)
     jmax = np.argmax(iou, axis=1)  # the first of equal IoUs wins, as in the devkit's loop
-    ovmax = iou[np.arange(n), jmax]
+    ovmax = iou[np.arange(len(rank)), jmax]
     hit = ovmax > min_overlap if iou_strict else ovmax >= min_overlap
     on_difficult = hit & table.difficult[img, jmax]
     candidates = np.flatnonzero(hit & ~on_difficult)
     _, first = np.unique(img[candidates] * table.boxes.shape[1] + jmax[candidates], return_index=True)
-    tp[candidates[first]] = 1.0
-    fp[candidates[first]] = 0.0
-    fp[on_difficult] = 0.0  # neither true nor false positive
+    tp[rank[candidates[first]]] = 1.0
+    fp[rank[candidates[first]]] = 0.0
+    fp[rank[on_difficult]] = 0.0  # neither true nor false positive
     return order, tp, fp
-
-
-def _detection_arrays(detections: Sequence[tuple], image_ids: np.ndarray, class_name: str):
-    """(ground-truth row, boxes, scores) of one class's detections, checked like the devkit;
-    ``image_ids`` is the sorted array of known ids."""
-    if not detections:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 4)), np.zeros(0)
-    lengths = set(map(len, detections))
-    if lengths != {6}:
-        bad = next(d for d in detections if len(d) != 6)
-        raise ValueError(f"class {class_name!r}: a detection must be "
-                         f"(image_id, score, x1, y1, x2, y2), got {bad!r}")
-    columns = list(zip(*detections))
-    ids = np.asarray(columns[0], dtype=str)
-    row = np.searchsorted(image_ids, ids)
-    unknown = (row >= len(image_ids)) | (image_ids[np.minimum(row, len(image_ids) - 1)] != ids)
-    if unknown.any():
-        raise ValueError(f"class {class_name!r}: unrecognized image {str(ids[unknown][0])!r}: "
-                         "not in the ground truth")
-    scores = np.asarray(columns[1], dtype=np.float64)
-    if np.isnan(scores).any():
-        raise ValueError(f"class {class_name!r}: NaN score for image {str(ids[np.isnan(scores)][0])!r}")
-    return row, np.column_stack(columns[2:6]).astype(np.float64), scores
 
 
 class _SplitTruth:
@@ -146,18 +126,40 @@ class _SplitTruth:
 
     def __init__(self, gt: DetGroundTruth):
         self.gt = gt
-        self.ids = np.asarray(sorted(map(str, gt.image_ids)), dtype=str)
-        row_of = {image_id: k for k, image_id in enumerate(self.ids)}
-        objs = [(row_of[str(i)], o) for i in gt.image_ids for o in gt.objects.get(i, ())]
+        self.row_of = {image_id: k for k, image_id in enumerate(dict.fromkeys(gt.image_ids))}
+        self.ids = list(self.row_of)
+        objs = [(self.row_of[i], o) for i in self.row_of for o in gt.objects.get(i, ())]
         self.image = np.array([r for r, _ in objs], dtype=np.int64)
         self.cls = np.array([o.class_name for _, o in objs], dtype=object)
         self.boxes = np.array([o.box for _, o in objs], dtype=np.float64).reshape(-1, 4)
         self.difficult = np.array([bool(o.difficult) for _, o in objs], dtype=bool)
 
-    def pr(self, detections: Sequence[tuple], class_name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    def rows_of(self, image_ids: Sequence[str]) -> np.ndarray:
+        """The ground-truth row of each of ``image_ids`` (-1 for an id it does not know)."""
+        return np.array([self.row_of.get(i, -1) for i in image_ids], dtype=np.int64)
+
+    def columns(self, found: ClassDetections | Sequence[tuple], class_name: str,
+                image_ids: Sequence[str], rows: np.ndarray):
+        """(ground-truth row, boxes, scores) of one class's detections; ``rows`` is
+        :meth:`rows_of` of ``image_ids``, the ids that ``found.image_index`` points into."""
+        if not isinstance(found, ClassDetections):
+            dets = ClassDetections.from_tuples(found, self.row_of, class_name)
+            return dets.image_index, dets.boxes, dets.scores
+        row = rows[found.image_index]
+        if (row < 0).any():
+            unknown = image_ids[int(found.image_index[int(np.argmax(row < 0))])]
+            raise ValueError(f"class {class_name!r}: unrecognized image {unknown!r}: "
+                             "not in the ground truth")
+        return row, found.boxes, found.scores
+
+    def pr(self, row: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+           class_name: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Recall, precision and the number of positives of one class's detections."""
+        if np.isnan(scores).any():
+            raise ValueError(f"class {class_name!r}: NaN score for a detection in image "
+                             f"{self.ids[row[int(np.argmax(np.isnan(scores)))]]!r}")
         mine = self.cls == class_name
-        table = _BoxTable.build(len(self.ids), self.image[mine], self.boxes[mine], self.difficult[mine])
-        row, boxes, scores = _detection_arrays(detections, self.ids, class_name)
+        table = _BoxTable.build(len(self.row_of), self.image[mine], self.boxes[mine], self.difficult[mine])
         _, tp, fp = _match(row, boxes, scores, table, self.gt.iou_strict, MIN_OVERLAP)
         n_pos = int((~self.difficult[mine]).sum())
         rec, prec = cumulative_pr(tp, fp, n_pos)
@@ -179,14 +181,13 @@ def match_detections(
     detections in ranking order and the 0/1 true/false positive flags in that order (both 0 for
     a detection matched to a difficult box).
     """
-    ids = np.asarray(sorted(gt_boxes), dtype=str)
-    row_of = {image_id: k for k, image_id in enumerate(ids)}
+    row_of = {image_id: k for k, image_id in enumerate(gt_boxes)}
     image = np.array([row_of[i] for i in gt_boxes for _ in gt_boxes[i]], dtype=np.int64)
     boxes = np.array([b for i in gt_boxes for b in gt_boxes[i]], dtype=np.float64).reshape(-1, 4)
     difficult = np.array([d for i in gt_boxes for d in gt_difficult[i]], dtype=bool)
-    table = _BoxTable.build(len(ids), image, boxes, difficult)
+    table = _BoxTable.build(len(row_of), image, boxes, difficult)
     scores = np.fromiter((float(d[1]) for d in detections), dtype=np.float64, count=len(detections))
-    row = np.array([row_of.get(d[0], len(ids)) for d in detections], dtype=np.int64)
+    row = np.array([row_of.get(d[0], len(row_of)) for d in detections], dtype=np.int64)
     det_boxes = np.array([d[2:6] for d in detections], dtype=np.float64).reshape(-1, 4)
     return _match(row, det_boxes, scores, table, iou_strict, min_overlap)
 
@@ -199,7 +200,9 @@ def detection_pr(
     Raises :class:`ValueError` for a detection on an image the ground truth does not know (the
     devkit's "unrecognized image").
     """
-    return _SplitTruth(ground_truth).pr(detections, class_name)
+    truth = _SplitTruth(ground_truth)
+    dets = ClassDetections.from_tuples(detections, truth.row_of, class_name)
+    return truth.pr(dets.image_index, dets.boxes, dets.scores, class_name)
 
 
 def evaluate_detection(
@@ -219,10 +222,12 @@ def evaluate_detection(
         raise ValueError(f"detection predictions need a DetGroundTruth, got {type(ground_truth).__name__}")
     per_class: dict[str, float] = {}
     truth = _SplitTruth(ground_truth)
+    rows = truth.rows_of(predictions.image_ids)
     for name in ground_truth.class_names:
         if name not in predictions.detections:
             raise ValueError(f"no detections list for class {name!r}")
-        rec, prec, n_pos = truth.pr(predictions.detections[name], name)
+        columns = truth.columns(predictions.detections[name], name, predictions.image_ids, rows)
+        rec, prec, n_pos = truth.pr(*columns, name)
         if n_pos == 0:
             per_class[name] = float("nan")
         elif metric_id == "voc07-11pt":

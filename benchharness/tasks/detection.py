@@ -33,11 +33,11 @@ from ..data.classes import VOC_CLASSES
 from ..data.voc import VOCDevkit, locate_devkit
 from ..evaluators.ground_truth import det_ground_truth
 from ..hookspecs import hookimpl
-from ..interfaces import DetGroundTruth, Predictions, RunContext, Task, TransferOutput
+from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..training import LossGuard
 from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss
-from .proposals import split_proposals, to_continuous
+from .proposals import split_proposals, to_continuous, to_voc
 
 PROTOCOLS = ("all", "fc6-8")
 CLASS_INDEX = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}  # 0 is background
@@ -209,12 +209,12 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
 
 
 @torch.no_grad()
-def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) -> dict[str, list[tuple]]:
-    """Detections per class name: ``(image_id, score, x1, y1, x2, y2)``, VOC 1-based inclusive
-    boxes in the original image's pixels."""
+def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) -> dict[str, ClassDetections]:
+    """Detections per class name, with VOC 1-based inclusive boxes in the original image's
+    pixels; image indices point into ``data.image_ids``."""
     device, coder = ctx.device, box_coder()
     net = prepare_model(model, device).eval()
-    detections: dict[str, list[tuple]] = {name: [] for name in VOC_CLASSES}
+    found: list[tuple[torch.Tensor, ...]] = []  # (image index, score, box, label) per image
     n = len(data.images)
     for start in ctx.bar(range(0, n, cfg.test_batch), desc="detect", leave=False):
         idx = list(range(start, min(n, start + cfg.test_batch)))
@@ -225,17 +225,16 @@ def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) ->
         offset = 0
         for i in idx:
             m = len(data.proposals[i])
-            h, w = data.sizes[i]
-            s = data.scales[i]
-            props = data.proposals[i].to(device) / s  # decode in the original frame
+            props = data.proposals[i].to(device) / data.scales[i]  # decode in the original frame
             boxes, scores, labels = detect(cls_logits[offset:offset + m], deltas[offset:offset + m],
-                                           props, (h, w), coder, cfg.score_thresh, cfg.nms,
+                                           props, data.sizes[i], coder, cfg.score_thresh, cfg.nms,
                                            cfg.max_per_image)
             offset += m
-            boxes[:, :2] += 1  # continuous -> VOC 1-based inclusive
-            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                detections[VOC_CLASSES[label - 1]].append((data.image_ids[i], score, *box))
-    return detections
+            found.append((torch.full_like(labels, i), scores, to_voc(boxes), labels))
+    image, scores, boxes, labels = (torch.cat(column).cpu() for column in zip(*found))
+    return {name: ClassDetections(image[labels == c].numpy(), scores[labels == c].double().numpy(),
+                                  boxes[labels == c].double().numpy())
+            for c, name in enumerate(VOC_CLASSES, start=1)}
 
 
 def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
@@ -260,7 +259,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     t_total = time.perf_counter() - t0
     n_props = [len(p) for p in test_data.proposals]
     return TransferOutput(
-        predictions=Predictions("det", VOC_CLASSES, test_gt.image_ids, detections=detections),
+        predictions=Predictions("det", VOC_CLASSES, test_data.image_ids, detections=detections),
         ground_truth=test_gt, metric=cfg.metric, extra_metrics=cfg.extra_metrics,
         timing={"data": t_data, "train": t_train, "predict": t_total - t_data - t_train,
                 "transfer": t_total},

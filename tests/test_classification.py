@@ -66,7 +66,21 @@ def test_cached_and_uncached_frozen_features_agree(tiny_world, tmp_path, protoco
     assert again.info["features_from_cache"]
     np.testing.assert_allclose(first.predictions.scores, uncached.predictions.scores, atol=1e-4)
     np.testing.assert_array_equal(again.predictions.scores, first.predictions.scores)
-    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2  # train + test
+    assert len(list((tmp_path / "cache" / "features").glob("conv5-*.safetensors"))) == 2  # train + test
+
+
+def test_fc8_and_fc6_8_share_one_feature_computation(tiny_world, tmp_path, monkeypatch):
+    import benchharness.tasks.classification as cls
+
+    calls = []
+    real = cls.compute_features
+    monkeypatch.setattr(cls, "compute_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = transfer(_rep(), "fc6-8", _ctx(tiny_world, tmp_path))
+    assert len(calls) == 2 and not first.info["features_from_cache"]  # train + test splits
+    fc8 = transfer(_rep(), "fc8", _ctx(tiny_world, tmp_path))
+    assert len(calls) == 2 and fc8.info["features_from_cache"]
+    direct = transfer(_rep(), "fc8", _ctx(tiny_world, tmp_path / "other", feature_cache=False))
+    np.testing.assert_allclose(fc8.predictions.scores, direct.predictions.scores, atol=1e-4)
 
 
 def test_crop_bank_is_fixed_by_its_seed_and_stays_inside_the_image():

@@ -153,25 +153,50 @@ def _param_groups(model: Classifier, representation: Representation, cfg: ClsCon
     return groups
 
 
+SHARED_LAYER = "conv5"
+"""Frozen features are cached at conv5's output, which fc6-8 trains on directly; fc8 runs the
+cached features through the (frozen) fc6 and fc7, a small fraction of the work, so the two
+protocols share one feature computation per representation."""
+
+
 def frozen_features(model: Classifier, representation, images, bank: CropBank, split: str,
                     cfg: ClsConfig, ctx: RunContext) -> tuple[torch.Tensor, bool]:
-    """The frozen stages' output for every bank crop of a split, from the disk cache if there."""
+    """The frozen stages' output for every bank crop of a split; the conv5 part comes from the
+    disk cache when there (``(features, came_from_cache)``)."""
     cache_file = None
     rep_key = representation.meta.get("config_hash")
     if rep_key and cfg.feature_cache:
         key = config_hash({"rep": rep_key, "rescale": cfg.rescale, "rescale_images": cfg.rescale_images,
-                           "layer": model.frozen_through, "year": cfg.year,
+                           "layer": SHARED_LAYER, "year": cfg.year,
                            "split": split, "store": cfg.store_size, "input": cfg.input_size,
                            "k": bank.k, "scale": cfg.crop_scale, "seed": cfg.bank_seed})
-        cache_file = Path(ctx.cache_dir) / "features" / f"{model.frozen_through}-{key}.safetensors"
+        cache_file = Path(ctx.cache_dir) / "features" / f"{SHARED_LAYER}-{key}.safetensors"
     model.to(ctx.device).eval()
 
-    def frozen(x):
+    def conv5(x):
         with autocast(ctx.device, cfg.amp):
-            return model.frozen_part(x)
+            return model.trunk.forward_to(model.input.normalise(x), SHARED_LAYER)
 
-    return cached_features(cache_file, lambda: compute_features(
-        images, bank, cfg.input_size, frozen, ctx.device, progress=ctx.progress))
+    feats, cached = cached_features(cache_file, lambda: compute_features(
+        images, bank, cfg.input_size, conv5, ctx.device, progress=ctx.progress))
+    if model.frozen_through == SHARED_LAYER:
+        return feats, cached
+    return _continue_frozen(model, feats, cfg, ctx), cached
+
+
+@torch.no_grad()
+def _continue_frozen(model: Classifier, conv5: torch.Tensor, cfg: ClsConfig, ctx: RunContext,
+                     batch_size: int = 4096) -> torch.Tensor:
+    """fc6 and fc7 (frozen under ``fc8``) applied to cached conv5 features [N, K, ...]."""
+    n, k = conv5.shape[:2]
+    flat = conv5.flatten(0, 1)
+    out = []
+    for start in range(0, len(flat), batch_size):
+        h = to_device(flat[start:start + batch_size], ctx.device)
+        with autocast(ctx.device, cfg.amp):
+            h = model.trunk.forward_from(h, SHARED_LAYER)  # through fc7, where fc8 starts
+        out.append(h.float().cpu())
+    return torch.cat(out).view(n, k, -1)
 
 
 def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx: RunContext,

@@ -245,8 +245,8 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
             loss.backward()
             opt.step()
             sched.step()
-            running += loss.item()
-        epoch_loss = running / steps_per_epoch
+            running += loss.detach()  # summed on the device: no host sync per step
+        epoch_loss = float(running) / steps_per_epoch
         guard.check(epoch_loss, epoch)
     return epoch_loss
 

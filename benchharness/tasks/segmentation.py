@@ -172,8 +172,8 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
             loss.backward()
             opt.step()
             sched.step()
-            running += loss.item()
-        epoch_loss = running / steps
+            running += loss.detach()  # summed on the device: no host sync per step
+        epoch_loss = float(running) / steps
         guard.check(epoch_loss, epoch)
     return epoch_loss
 

@@ -106,7 +106,8 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
                 datasets[ds].locate(data_root)
             if ds.startswith("voc"):
                 years.add(ds.removeprefix("voc"))
-        chosen = suite.tasks.get(task_name) or list(task.protocols)
+        chosen = (suite.tasks.get(task_name) or suite.task_config.get(task_name, {}).get("protocols")
+                  or list(task.protocols))
         if protocols:
             chosen = [p for p in protocols if p in task.protocols]
         bad = [p for p in chosen if p not in task.protocols]

@@ -100,7 +100,7 @@ def test_fast_rcnn_frozen_conv_protocol_keeps_conv_weights():
     rep = Representation(build("alexnet-small"), "alexnet-small")
     model = FastRCNN(rep, 20, frozen_conv=True)
     before = model.trunk.conv3.conv.weight.clone()
-    images = torch.rand(1, 3, 96, 96)
+    images = model.input.normalise(torch.rand(1, 3, 96, 96))
     rois = torch.tensor([[0, 4.0, 4, 60, 60], [0, 30, 30, 90, 90]])
     cls_logits, deltas = model(images, rois)
     assert cls_logits.shape == (2, 21) and deltas.shape == (2, 84)
@@ -214,3 +214,10 @@ def test_detection_transfer_on_the_tiny_world(tiny_world, tmp_path):
     with pytest.raises(ValueError, match="unknown settings"):
         detection.transfer(rep, "all", RunContext(torch.device("cpu"), 0, tiny_world, tmp_path,
                                                   "alexnet-small", config={"epoch": 1}))
+
+
+def test_a_truncated_mat_file_is_named(tmp_path):
+    bad = tmp_path / "voc_2007_test.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file")
+    with pytest.raises(DataError, match=r"voc_2007_test\.mat: not a readable \.mat file"):
+        proposals.load_proposals_file(bad)

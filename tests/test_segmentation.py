@@ -11,6 +11,7 @@ from benchharness.backbones import build
 from benchharness.interfaces import RunContext
 from benchharness.representation import Representation
 from benchharness.tasks import segmentation
+from benchharness.tasks.batching import normalised_batch
 from benchharness.tasks.fcn import FCN32s, bilinear_kernel, fc_to_conv
 
 
@@ -53,7 +54,7 @@ def test_output_covers_the_input_pixel_for_pixel(size):
     model = FCN32s(Representation(build("alexnet-small"), "alexnet-small"), 21).eval()
     with torch.no_grad():
         model.score.weight.normal_()
-        out = model(torch.rand(2, 3, *size))
+        out = model(model.input.normalise(torch.rand(2, 3, *size)))
     assert out.shape == (2, 21, *size)
     assert out.abs().sum() > 0
 
@@ -74,7 +75,7 @@ def test_score_map_is_aligned_with_the_input():
             feats = model.fc7(F.relu(model.fc6(model.conv5(model.input.normalise(x)))))
             # score = how much fc7 changed from the plain image, so it peaks at the square
             model.score.weight.copy_((feats - ref).mean((0, 2, 3)).view(1, -1, 1, 1))
-            out = model(x)[0, 0]
+            out = model(model.input.normalise(x))[0, 0]
             y, x_ = divmod(int(out.argmax()), out.shape[1])
             assert top - 8 <= y < top + 40 and left - 8 <= x_ < left + 40
 
@@ -82,7 +83,7 @@ def test_score_map_is_aligned_with_the_input():
 def test_fc6_8_freezes_the_convolutions():
     model = FCN32s(Representation(build("alexnet-small"), "alexnet-small"), 21, frozen_conv=True)
     model.train()
-    out = model(torch.rand(1, 3, 64, 64))
+    out = model(model.input.normalise(torch.rand(1, 3, 64, 64)))
     out.sum().backward()
     assert model.convs["conv1"].conv.weight.grad is None
     assert model.upscore.weight.grad is not None
@@ -90,12 +91,20 @@ def test_fc6_8_freezes_the_convolutions():
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
-def test_padding_and_void_pixels_carry_no_loss():
-    images = [torch.zeros(3, 4, 6, dtype=torch.uint8), torch.zeros(3, 6, 3, dtype=torch.uint8)]
+def test_padding_is_the_mean_colour_and_carries_no_loss():
+    images = [torch.zeros(3, 4, 6, dtype=torch.uint8), torch.full((3, 6, 3), 255, dtype=torch.uint8)]
     masks = [torch.full((4, 6), 2, dtype=torch.uint8), torch.full((6, 3), 255, dtype=torch.uint8)]
-    x, y = segmentation.pad_batch(images, masks, torch.device("cpu"))
+    convention = Representation(build("alexnet-small"), "alexnet-small").input
+    x = normalised_batch(images, convention, torch.device("cpu"))
+    y = segmentation.label_batch(masks, torch.device("cpu"))
     assert x.shape == (2, 3, 6, 6) and y.shape == (2, 6, 6)
+    torch.testing.assert_close(x[0, :, :4, :6], convention.normalise(torch.zeros(1, 3, 4, 6))[0])
+    torch.testing.assert_close(x[1, :, :, :3], convention.normalise(torch.ones(1, 3, 6, 3))[0])
+    assert (x[0, :, 4:] == 0).all() and (x[1, :, :, 3:] == 0).all()  # zero = the mean colour
     assert (y[0, :4, :6] == 2).all() and (y[0, 4:] == 255).all() and (y[1] == 255).all()
+    resized = normalised_batch(images, convention, torch.device("cpu"), sizes=[(8, 12), (3, 2)])
+    assert resized.shape == (2, 3, 8, 12)
+    torch.testing.assert_close(resized[1, :, :3, :2], convention.normalise(torch.ones(1, 3, 3, 2))[0])
 
 
 def test_segmentation_transfer_on_the_tiny_world(tiny_world, tmp_path):
@@ -111,3 +120,30 @@ def test_segmentation_transfer_on_the_tiny_world(tiny_world, tmp_path):
         assert mask.max() <= 20
     with pytest.raises(ValueError, match="unknown protocol"):
         segmentation.transfer(rep, "fc8", ctx)
+
+
+def test_sbd_masks_are_read_and_val_images_left_out(tmp_path):
+    import scipy.io
+    from PIL import Image
+
+    root = tmp_path / "dataset"
+    (root / "cls").mkdir(parents=True)
+    (root / "img").mkdir()
+    (root / "train.txt").write_text("2008_000001\n2008_000002\n")
+    (root / "val.txt").write_text("2008_000003\n2008_000001\n")
+    for k, image_id in enumerate(["2008_000001", "2008_000002", "2008_000003"]):
+        mask = np.full((5, 7), k, dtype=np.uint8)
+        mask[0, 0] = 15
+        scipy.io.savemat(root / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": mask}})
+        Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(root / "img" / f"{image_id}.jpg")
+    found = list(segmentation.read_sbd(root, exclude={"2008_000002"}))
+    assert [i for i, _, _ in found] == ["2008_000001", "2008_000003"]  # once each, excluded out
+    image_id, image, mask = found[1]
+    assert image.shape == (3, 5, 7) and mask.shape == (5, 7)
+    assert mask[0, 0] == 15 and (mask.ravel()[1:] == 2).all()
+    (root / "cls" / "2008_000003.mat").write_bytes(b"broken")
+    with pytest.raises(Exception, match="2008_000003.mat"):
+        list(segmentation.read_sbd(root, exclude=set()))
+    (root / "val.txt").unlink()
+    with pytest.raises(Exception, match=r"val.txt: SBD split file missing"):
+        list(segmentation.read_sbd(root, exclude=set()))

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
 from ..data.classes import VOC_CLASSES
@@ -36,6 +35,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..training import LossGuard
+from .batching import normalised_batch
 from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss
 from .proposals import split_proposals, to_continuous, to_voc
 
@@ -93,13 +93,15 @@ class DetConfig:
 
 @dataclass
 class DetSplit:
-    """One split ready for Fast R-CNN: resized images, per-image scale, proposals and boxes
-    (continuous, in the resized frame), and the original sizes."""
+    """One split ready for Fast R-CNN: the decoded images (resized to ``resized`` only when
+    batched, which keeps a real split's memory at its JPEGs' decoded size), per-image scale,
+    proposals and boxes (continuous, in the resized frame), and the original sizes."""
 
     image_ids: list[str]
-    images: list[torch.Tensor]  # uint8 [3, h, w], resized
+    images: list[torch.Tensor]  # uint8 [3, h, w], as decoded
     scales: list[float]
     sizes: list[tuple[int, int]]  # original (height, width)
+    resized: list[tuple[int, int]]  # (height, width) the network sees
     proposals: list[torch.Tensor]
     gt_boxes: list[torch.Tensor]
     gt_labels: list[torch.Tensor]
@@ -121,15 +123,15 @@ def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig
         ids, lambda i: devkit.image_path(cfg.year, i), f"voc{cfg.year}_{split}",
         Path(ctx.cache_dir) / "proposals", {"devkit": str(devkit.root.resolve()), "year": cfg.year},
         cfg.proposals, cfg.ss_mode, cfg.ss_workers, ctx.progress, ctx.log)
-    out = DetSplit(ids, [], [], [], [], [], [])
+    out = DetSplit(ids, [], [], [], [], [], [], [])
     for image_id, props in zip(ctx.bar(ids, desc=f"load VOC{cfg.year} {split}", leave=False), boxes):
         image = devkit.load_image(cfg.year, image_id)
         h, w = image.shape[-2:]
         s = image_scale(h, w, cfg.scale, cfg.max_size)
-        size = [max(1, round(h * s)), max(1, round(w * s))]
-        out.images.append(TF.resize(image, size, antialias=True))
+        out.images.append(image)
         out.scales.append(s)
         out.sizes.append((h, w))
+        out.resized.append((max(1, round(h * s)), max(1, round(w * s))))
         p = to_continuous(props)
         p = p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])]
         out.proposals.append(p * s)
@@ -137,16 +139,6 @@ def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig
         out.gt_boxes.append(to_continuous(np.array([o.box for o in objs]).reshape(-1, 4)) * s)
         out.gt_labels.append(torch.tensor([CLASS_INDEX[o.class_name] for o in objs], dtype=torch.int64))
     return out, cached
-
-
-def pad_batch(images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Float [B, 3, H, W] in [0, 1], each image at the top-left, zero padding to the largest."""
-    h = max(im.shape[-2] for im in images)
-    w = max(im.shape[-1] for im in images)
-    batch = torch.zeros(len(images), 3, h, w, device=device)
-    for k, im in enumerate(images):
-        batch[k, :, :im.shape[-2], :im.shape[-1]] = im.to(device).float() / 255
-    return batch
 
 
 def _schedule(opt, total: int, cfg: DetConfig):
@@ -182,7 +174,7 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
                 if cfg.gt_as_proposals:
                     props = torch.cat([props, gt])
                 if cfg.flip and flips[i]:
-                    w = image.shape[-1]
+                    w = data.resized[i][1]
                     image = image.flip(-1)
                     props = torch.stack([w - props[:, 2], props[:, 1], w - props[:, 0], props[:, 3]], 1)
                     gt = torch.stack([w - gt[:, 2], gt[:, 1], w - gt[:, 0], gt[:, 3]], 1)
@@ -195,7 +187,8 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
             if len(labels) == 0:
                 continue
             with autocast(device, cfg.amp):
-                cls_logits, deltas = net(pad_batch(images, device), rois)
+                batch = normalised_batch(images, model.input, device, [data.resized[i] for i in idx])
+                cls_logits, deltas = net(batch, rois)
             cls_loss, box_loss = fast_rcnn_loss(cls_logits, deltas, labels, targets)
             loss = cls_loss + box_loss
             opt.zero_grad(set_to_none=True)
@@ -221,7 +214,9 @@ def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) ->
         rois = torch.cat([torch.cat([torch.full((len(data.proposals[i]), 1), float(k)),
                                      data.proposals[i]], 1) for k, i in enumerate(idx)]).to(device)
         with autocast(device, cfg.amp):
-            cls_logits, deltas = net(pad_batch([data.images[i] for i in idx], device), rois)
+            batch = normalised_batch([data.images[i] for i in idx], model.input, device,
+                                     [data.resized[i] for i in idx])
+            cls_logits, deltas = net(batch, rois)
         offset = 0
         for i in idx:
             m = len(data.proposals[i])

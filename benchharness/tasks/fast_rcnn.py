@@ -119,9 +119,10 @@ class FastRCNN(nn.Module):
             self.trunk.stage(name).eval()
         return self
 
-    def conv5(self, images: torch.Tensor) -> torch.Tensor:
-        """conv5 features (after its ReLU, before its pool) of float RGB images in [0, 1]."""
-        x = self.trunk.forward_to(self.input.normalise(images), "conv4")
+    def conv5(self, x: torch.Tensor) -> torch.Tensor:
+        """conv5 features (after its ReLU, before its pool) of a batch already in the
+        representation's input convention (:func:`.batching.normalised_batch`)."""
+        x = self.trunk.forward_to(x, "conv4")
         return self.trunk.conv5.relu(self.trunk.conv5.conv(x))
 
     def heads(self, features: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,12 +131,13 @@ class FastRCNN(nn.Module):
         h = self.trunk.fc7(self.trunk.fc6(torch.flatten(pooled, 1)))
         return self.cls_score(h), self.bbox_pred(h)
 
-    def forward(self, images: torch.Tensor, rois: torch.Tensor):
+    def forward(self, x: torch.Tensor, rois: torch.Tensor):
+        """Class logits and box deltas of ``rois`` in the normalised batch ``x``."""
         if self.frozen:
             with torch.no_grad():
-                features = self.conv5(images)
+                features = self.conv5(x)
         else:
-            features = self.conv5(images)
+            features = self.conv5(x)
         return self.heads(features, rois)
 
     def param_groups(self, representation: Representation, lr: float, lr_pretrained: float):

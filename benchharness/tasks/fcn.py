@@ -78,8 +78,9 @@ def output_length(layers, n: int) -> int:
 class FCN32s(nn.Module):
     """FCN-32s over the representation's trunk; ``frozen_conv`` fixes conv1..conv5 (``fc6-8``).
 
-    ``forward(images)`` takes float RGB images in [0, 1] ``[B, 3, H, W]`` and returns class
-    scores ``[B, n_classes, H, W]`` aligned with the input pixels.
+    ``forward(x)`` takes a batch in the representation's input convention ``[B, C, H, W]``
+    (:func:`.batching.normalised_batch`) and returns class scores ``[B, n_classes, H, W]``
+    aligned with the input pixels.
     """
 
     def __init__(self, representation: Representation, n_classes: int, frozen_conv: bool = False):
@@ -125,13 +126,13 @@ class FCN32s(nn.Module):
             q += 1
 
     def conv5(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1..conv5 (with conv5's pool) of a normalised batch."""
         for name in CONV_STAGES:
             x = self.convs[name](x)
         return x
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        x = self.input.normalise(images)  # padding with zeros = padding with the mean colour
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
         x = F.pad(x, (self.pad_before, self.pad_after(w), self.pad_before, self.pad_after(h)))
         if self.frozen:
             with torch.no_grad():

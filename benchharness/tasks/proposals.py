@@ -126,7 +126,7 @@ def load_mat(path: Path) -> dict[str, np.ndarray]:
         data = scipy.io.loadmat(str(path))
     except FileNotFoundError:
         raise DataError(path, "proposals file not found") from None
-    except (ValueError, OSError, NotImplementedError) as exc:
+    except (ValueError, OSError, NotImplementedError, TypeError, scipy.io.matlab.MatReadError) as exc:
         raise DataError(path, f"not a readable .mat file ({exc})") from None
     if "boxes" not in data or "images" not in data:
         raise DataError(path, "expected variables 'boxes' and 'images' (Fast R-CNN's format)")

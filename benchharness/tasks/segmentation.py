@@ -30,6 +30,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import DataError, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..training import LossGuard
+from .batching import normalised_batch
 from .fcn import FCN32s
 
 PROTOCOLS = ("all", "fc6-8")
@@ -101,7 +102,7 @@ def read_sbd(root: Path | str, exclude: set[str]):
         try:
             gt = scipy.io.loadmat(str(mat_path))["GTcls"]
             mask = np.asarray(np.asarray(gt["Segmentation"]).ravel()[0], dtype=np.uint8)
-        except (FileNotFoundError, KeyError, ValueError, IndexError) as exc:
+        except (OSError, KeyError, ValueError, IndexError, TypeError, scipy.io.matlab.MatReadError) as exc:
             raise DataError(mat_path, f"cannot read the SBD mask ({exc})") from None
         yield image_id, load_image(root / "img" / f"{image_id}.jpg"), mask
 
@@ -126,18 +127,15 @@ def load_train(devkit: VOCDevkit, cfg: SegConfig, exclude: set[str], ctx: RunCon
     return images, masks, n_sbd
 
 
-def pad_batch(images, masks, device):
-    """Float images [B, 3, H, W] in [0, 1] and int64 labels [B, H, W], padded at the bottom and
-    right (labels with the ignore value)."""
-    h = max(im.shape[-2] for im in images)
-    w = max(im.shape[-1] for im in images)
-    x = torch.zeros(len(images), 3, h, w, device=device)
-    y = torch.full((len(images), h, w), IGNORE_LABEL, dtype=torch.int64, device=device)
-    for k, im in enumerate(images):
-        x[k, :, :im.shape[-2], :im.shape[-1]] = im.to(device).float() / 255
-        if masks is not None:
-            y[k, :im.shape[-2], :im.shape[-1]] = masks[k].to(device).long()
-    return x, y
+def label_batch(masks, device) -> torch.Tensor:
+    """int64 labels [B, H, W] of uint8 masks, padded at the bottom and right with the ignore
+    value (to match :func:`.batching.normalised_batch` of their images)."""
+    h = max(m.shape[-2] for m in masks)
+    w = max(m.shape[-1] for m in masks)
+    y = torch.full((len(masks), h, w), IGNORE_LABEL, dtype=torch.int64, device=device)
+    for k, m in enumerate(masks):
+        y[k, :m.shape[-2], :m.shape[-1]] = m.to(device).long()
+    return y
 
 
 def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> float:
@@ -163,8 +161,9 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
         for step in range(steps):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
             flip = [cfg.flip and bool(flips[i]) for i in idx]
-            x, y = pad_batch([images[i].flip(-1) if f else images[i] for i, f in zip(idx, flip)],
-                             [masks[i].flip(-1) if f else masks[i] for i, f in zip(idx, flip)], device)
+            x = normalised_batch([images[i].flip(-1) if f else images[i] for i, f in zip(idx, flip)],
+                                 model.input, device)
+            y = label_batch([masks[i].flip(-1) if f else masks[i] for i, f in zip(idx, flip)], device)
             with autocast(device, cfg.amp):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_LABEL)
@@ -187,7 +186,7 @@ def predict(model: FCN32s, devkit: VOCDevkit, image_ids, cfg: SegConfig, ctx: Ru
         ids = image_ids[start:start + cfg.test_batch]
         originals = [devkit.load_image(cfg.year, i) for i in ids]
         resized = [resize_pair(im, None, cfg.scale)[0] for im in originals]
-        x, _ = pad_batch(resized, None, ctx.device)
+        x = normalised_batch(resized, model.input, ctx.device)
         with autocast(ctx.device, cfg.amp):
             logits = net(x)
         for k, image_id in enumerate(ids):

@@ -93,7 +93,6 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
     methods = list(methods or suite.methods)
     task_names = list(tasks or suite.tasks)
     registered_methods = registry.methods()
-    registered_tasks = registry.tasks()
     datasets = registry.datasets()
     registry.get("backbones", suite.backbone)
     ident = data_identity(data_root)

@@ -12,7 +12,6 @@ Usage: python benchmarks/det_eval_speed.py [--images 5000] [--dets-per-class 50]
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from benchharness.data.classes import VOC_CLASSES
 from benchharness.evaluators.voc_ap import ap_voc07_11pt, cumulative_pr
 from benchharness.evaluators.voc_det import evaluate_detection
 from benchharness.interfaces import ClassDetections, DetGroundTruth, DetObject, Predictions
+from speed_file import merge_figures
 
 
 def make_split(n_images: int, dets_per_class: int, seed: int = 0):
@@ -122,14 +122,7 @@ def main() -> None:
     parser.add_argument("--dets-per-class", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = parser.parse_args()
-    figures = measure(args.images, args.dets_per_class)
-    args.out.mkdir(parents=True, exist_ok=True)
-    speed_file = args.out / "speed.json"
-    speed = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
-    speed.update(figures)
-    speed_file.write_text(json.dumps(speed, indent=2) + "\n")
-    for key, value in figures.items():
-        print(f"{key:30s} {value}")
+    merge_figures(args.out, measure(args.images, args.dets_per_class))
 
 
 if __name__ == "__main__":

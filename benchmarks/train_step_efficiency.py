@@ -15,7 +15,6 @@ Usage: python benchmarks/train_step_efficiency.py [--images 2048] [--batch 16] [
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from benchharness.backbones import build
 from benchharness.interfaces import RunContext
 from benchharness.representation import Representation
 from benchharness.tasks.classification import Classifier, ClsConfig, train
+from speed_file import merge_figures
 
 
 def _sync(device: torch.device) -> None:
@@ -108,13 +108,9 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     figures = measure(device, args.images, args.batch)
     if device.type == "cuda":
-        args.out.mkdir(parents=True, exist_ok=True)
-        speed_file = args.out / "speed.json"
-        speed = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
-        speed.update(figures)
-        speed_file.write_text(json.dumps(speed, indent=2) + "\n")
-    for key, value in figures.items():
-        print(f"{key:32s} {value}")
+        merge_figures(args.out, figures)
+    else:  # a CPU figure is only a check that the code runs: not written
+        print("\n".join(f"{key:32s} {value}" for key, value in figures.items()))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ equalised change rates, function preserved up to a positive scale where it shoul
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest

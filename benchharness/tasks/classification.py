@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from ..representation import Representation
 from ..rescale import rescale_trunk
 from ..suite import config_hash
 from ..training import LossGuard
+from .settings import from_suite_section, step_schedule
 from .crop_bank import CropBank, cached_features, compute_features
 
 PROTOCOLS = ("fc8", "fc6-8", "all")
@@ -74,16 +75,7 @@ class ClsConfig:
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "ClsConfig":
         """Top-level keys of the task's suite section, overridden by its ``[protocol]`` table."""
-        names = {f.name for f in fields(cls)}
-        merged = {k: v for k, v in config.items() if k in names}
-        merged.update({k: v for k, v in (config.get(protocol) or {}).items() if k in names})
-        unknown = set(config) - names - set(PROTOCOLS) - {"protocols"}
-        if unknown:
-            raise ValueError(f"voc07-cls: unknown settings {sorted(unknown)}; known: {sorted(names)}")
-        for key in ("crop_scale", "extra_metrics"):
-            if key in merged:
-                merged[key] = tuple(merged[key])
-        return cls(**merged)
+        return from_suite_section(cls, "voc07-cls", PROTOCOLS, config, protocol)
 
 
 def load_split(devkit: VOCDevkit, year: str, split: str, size: int, ctx: RunContext,
@@ -213,8 +205,7 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
                           weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(images) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    milestones = [round(total * (i + 1) / (cfg.lr_steps + 1)) for i in range(cfg.lr_steps)]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+    sched = step_schedule(opt, total, cfg.lr_steps)
     gen = torch.Generator().manual_seed(ctx.seed)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     targets, weights = to_device(targets, device), to_device(weights, device)

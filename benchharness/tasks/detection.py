@@ -18,14 +18,12 @@ Scored with ``voc07-11pt`` (``coco-ap50`` in ``per_metric``).
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
 from ..data.classes import VOC_CLASSES
@@ -35,6 +33,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..training import LossGuard
+from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
 from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss
 from .proposals import split_proposals, to_continuous, to_voc
@@ -80,15 +79,7 @@ class DetConfig:
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "DetConfig":
         """Top-level keys of the task's suite section, overridden by its ``[protocol]`` table."""
-        names = {f.name for f in fields(cls)}
-        merged = {k: v for k, v in config.items() if k in names}
-        merged.update({k: v for k, v in (config.get(protocol) or {}).items() if k in names})
-        unknown = set(config) - names - set(PROTOCOLS) - {"protocols"}
-        if unknown:
-            raise ValueError(f"voc07-det: unknown settings {sorted(unknown)}; known: {sorted(names)}")
-        if "extra_metrics" in merged:
-            merged["extra_metrics"] = tuple(merged["extra_metrics"])
-        return cls(**merged)
+        return from_suite_section(cls, "voc07-det", PROTOCOLS, config, protocol)
 
 
 @dataclass
@@ -141,14 +132,6 @@ def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig
     return out, cached
 
 
-def _schedule(opt, total: int, cfg: DetConfig):
-    if cfg.lr_steps == 1:
-        milestones = [max(1, round(total * cfg.step_at))]
-    else:
-        milestones = [round(total * (i + 1) / (cfg.lr_steps + 1)) for i in range(cfg.lr_steps)]
-    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
-
-
 def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: DetConfig,
           ctx: RunContext) -> float:
     """Fit Fast R-CNN on ``data``; returns the last epoch's mean loss."""
@@ -157,7 +140,7 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
     opt = torch.optim.SGD(model.param_groups(representation, cfg.lr, cfg.lr_pretrained),
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = max(1, len(data.images) // cfg.images_per_batch)
-    sched = _schedule(opt, cfg.epochs * steps, cfg)
+    sched = step_schedule(opt, cfg.epochs * steps, cfg.lr_steps, cfg.step_at)
     gen = torch.Generator().manual_seed(ctx.seed)
     net = prepare_model(model, device)
     model.train()

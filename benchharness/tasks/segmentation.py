@@ -13,7 +13,7 @@ size, arg-max per pixel. Scored with ``miou`` (one confusion matrix over the who
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import DataError, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..training import LossGuard
+from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
 from .fcn import FCN32s
 
@@ -62,15 +63,7 @@ class SegConfig:
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "SegConfig":
         """Top-level keys of the task's suite section, overridden by its ``[protocol]`` table."""
-        names = {f.name for f in fields(cls)}
-        merged = {k: v for k, v in config.items() if k in names}
-        merged.update({k: v for k, v in (config.get(protocol) or {}).items() if k in names})
-        unknown = set(config) - names - set(PROTOCOLS) - {"protocols"}
-        if unknown:
-            raise ValueError(f"voc12-seg: unknown settings {sorted(unknown)}; known: {sorted(names)}")
-        if "extra_metrics" in merged:
-            merged["extra_metrics"] = tuple(merged["extra_metrics"])
-        return cls(**merged)
+        return from_suite_section(cls, "voc12-seg", PROTOCOLS, config, protocol)
 
 
 def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: int):
@@ -145,11 +138,7 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
                           weight_decay=cfg.weight_decay)
     steps = max(1, len(images) // cfg.batch_size)
     total = cfg.epochs * steps
-    if cfg.lr_steps == 1:
-        milestones = [max(1, round(total * cfg.step_at))]
-    else:
-        milestones = [round(total * (i + 1) / (cfg.lr_steps + 1)) for i in range(cfg.lr_steps)]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+    sched = step_schedule(opt, total, cfg.lr_steps, cfg.step_at)
     gen = torch.Generator().manual_seed(ctx.seed)
     net = prepare_model(model, device)
     model.train()

@@ -1,0 +1,39 @@
+"""What the transfer tasks share about their settings: reading a task's suite section into a
+settings dataclass, and the step learning-rate schedule."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Mapping, Sequence
+
+import torch
+
+
+def from_suite_section(settings_class, task: str, protocols: Sequence[str], config: Mapping[str, Any],
+                       protocol: str):
+    """An instance of the dataclass ``settings_class`` from the top-level keys of a task's suite
+    section, overridden by its ``[protocol]`` table. A key that is neither a field, a protocol
+    table nor ``protocols`` is an error naming the task; list values of tuple fields become
+    tuples."""
+    names = {f.name for f in fields(settings_class)}
+    unknown = set(config) - names - set(protocols) - {"protocols"}
+    if unknown:
+        raise ValueError(f"{task}: unknown settings {sorted(unknown)}; known: {sorted(names)}")
+    merged = {k: v for k, v in config.items() if k in names}
+    merged.update({k: v for k, v in (config.get(protocol) or {}).items() if k in names})
+    defaults = settings_class()
+    for key, value in merged.items():
+        if isinstance(getattr(defaults, key), tuple):
+            merged[key] = tuple(value)
+    return settings_class(**merged)
+
+
+def step_schedule(optimizer: torch.optim.Optimizer, total_steps: int, lr_steps: int,
+                  step_at: float | None = None) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Divide the learning rate by 10 ``lr_steps`` times, evenly over ``total_steps``; a single
+    step happens at the fraction ``step_at`` of training when given (Fast R-CNN's and FCN's)."""
+    if lr_steps == 1 and step_at is not None:
+        milestones = [max(1, round(total_steps * step_at))]
+    else:
+        milestones = [round(total_steps * (i + 1) / (lr_steps + 1)) for i in range(lr_steps)]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)

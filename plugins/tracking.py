@@ -209,6 +209,7 @@ def pretrain(ctx: RunContext) -> Representation:
     pretext = held_out_accuracy(model, clips.frames, held, size, convention, ctx)
     if pretext is not None and initial is not None:
         pretext["value_at_init"] = initial["value"]
+        pretext["top1_retrieval_at_init"] = initial["top1_retrieval"]
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=STAGES, meta={
         "pretrain_data": str(folder), "pretrain_clips": len(train_idx), "tracked_pairs": len(train),
         "mine_seconds": mine_seconds, "train_seconds": train_seconds, "pretext": pretext,

@@ -56,7 +56,7 @@ class ClipSize:
 
 
 CLIP_SIZES: dict[str, ClipSize] = {
-    "tiny": ClipSize(20, 12, 96, 12),
+    "tiny": ClipSize(20, 16, 96, 16),
     "small": ClipSize(320, 16, 96, 16),
     "medium": ClipSize(1000, 16, 96, 16),
 }

@@ -111,6 +111,9 @@ def read_clip(path: Path | str, frames: int, size: int, frame_rate: float | None
         n_samples = round(audio_seconds * audio_rate) if want_audio else 0
         resampler = (av.AudioResampler(format="flt", layout="mono", rate=audio_rate)
                      if len(streams) == 2 else None)
+        # a frame is taken at the first decoded time at or after k / frame_rate (less a quarter
+        # of the file's own frame interval, for time stamps rounded down)
+        slack = 0.25 / float(video.average_rate) if video.average_rate else 1e-3
         picked: list[np.ndarray] = []
         chunks: list[np.ndarray] = []
         have_samples = 0
@@ -123,7 +126,7 @@ def read_clip(path: Path | str, frames: int, size: int, frame_rate: float | None
                             break
                         time = frame.time if frame.time is not None else len(picked) / 25
                         first_time = time if first_time is None else first_time
-                        if frame_rate is None or time - first_time >= len(picked) / frame_rate - 0.5 / frame_rate:
+                        if frame_rate is None or time - first_time >= len(picked) / frame_rate - slack:
                             picked.append(square_resize(frame.to_ndarray(format="rgb24"), size))
                 elif resampler is not None and packet.stream is audio and have_samples < n_samples:
                     for frame in packet.decode():

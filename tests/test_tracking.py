@@ -80,9 +80,10 @@ def test_still_objects_give_no_pairs():
     assert len(mine_pairs(clip.frames[None])) == 0
 
 
-def test_mined_pairs_are_square_patches_in_the_frame(moving_clips):
+@pytest.mark.parametrize("tracker, detector", [("template", "median"), ("kcf", "difference")])
+def test_mined_pairs_are_square_patches_in_the_frame(moving_clips, tracker, detector):
     clips = np.stack([c.frames for c in moving_clips[:6]])
-    pairs = mine_pairs(clips, queries_per_clip=2, track_frames=8)
+    pairs = mine_pairs(clips, queries_per_clip=2, track_frames=8, tracker=tracker, detector=detector)
     assert len(pairs) >= 6
     for boxes in (pairs.query, pairs.tracked):
         assert np.allclose(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])

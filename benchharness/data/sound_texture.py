@@ -57,6 +57,7 @@ class TextureStatistics:
 
     @property
     def bands(self) -> int:
+        """The number of filterbank bands."""
         return len(self.sos)
 
     def envelopes(self, audio: np.ndarray, chunk: int = 32) -> np.ndarray:

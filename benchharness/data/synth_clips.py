@@ -52,6 +52,7 @@ class ClipSize:
 
     @property
     def seconds(self) -> float:
+        """The clips' duration (and their sound's)."""
         return self.frames / self.fps
 
 
@@ -63,7 +64,7 @@ CLIP_SIZES: dict[str, ClipSize] = {
 
 
 @dataclass(frozen=True)
-class Path2D:
+class MotionPath:
     """A motion over ``frames`` frames: centre offsets (pixels, from the start), rotation
     offsets (degrees) and brightness factors, one per frame."""
 
@@ -79,7 +80,7 @@ def _heading(rng: np.random.Generator, spread: float = 20.0) -> tuple[float, flo
     return math.cos(angle), math.sin(angle)
 
 
-def motion_path(motion: str, rng: np.random.Generator, frames: int, side: int) -> Path2D:
+def motion_path(motion: str, rng: np.random.Generator, frames: int, side: int) -> MotionPath:
     """The class-dependent motion ``motion`` (a :data:`MOTIONS` name) over ``frames`` frames of a
     ``side``-pixel clip. Speeds are fractions of the side per frame, jittered per clip."""
     t = np.arange(frames, dtype=np.float64)
@@ -131,7 +132,7 @@ def motion_path(motion: str, rng: np.random.Generator, frames: int, side: int) -
         bright = 1.0 + rng.uniform(-0.3, 0.3, frames)
     elif motion != "still":
         raise ValueError(f"unknown motion {motion!r}; known: {MOTIONS}")
-    return Path2D(dx - dx[0], dy - dy[0], turn, bright)
+    return MotionPath(dx - dx[0], dy - dy[0], turn, bright)
 
 
 MOTIONS = ("fast-linear", "linear", "slow", "prowl", "flutter", "bob", "bounce", "gallop", "walk",
@@ -152,7 +153,7 @@ class _Actor:
     extent: float
     x: np.ndarray
     y: np.ndarray
-    path: Path2D
+    path: MotionPath
 
 
 def _actor(rng: np.random.Generator, cls: int, frames: int, side: int, scale: float) -> _Actor:
@@ -190,6 +191,7 @@ class SynthClip:
 
     @property
     def label(self) -> str:
+        """The clip's class: its main object's."""
         return self.classes[0]
 
 

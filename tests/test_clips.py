@@ -208,3 +208,21 @@ def test_older_world_gets_its_clips_and_missing_clips_are_explained(tmp_path: Pa
     assert _digests(world / "clips") == _digests(fresh)
     assert json.loads((world / "world.json").read_text())["counts"]["clips"] == TINY.clips
     shutil.rmtree(fresh)
+
+
+def test_a_smoke_run_adds_clips_to_an_older_world(tmp_path: Path):
+    from benchharness.runner import prepare_data_root
+    from benchharness.suite import load_suite
+
+    world = tmp_path / "old"
+    world.mkdir()
+    (world / "world.json").write_text(json.dumps({"generator": "benchharness.data.synth", "seed": 3,
+                                                  "size": "tiny", "counts": {}}))
+    (world / ".complete").write_bytes(b"")
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nbackbone = "alexnet-small"\n[synthetic]\nseed = 3\nsize = "tiny"\n'
+                     '[methods]\nuse = ["random"]\n[tasks]\nuse = ["voc07-cls"]\n')
+    logs = []
+    assert prepare_data_root(load_suite(str(suite)), str(world), logs.append) == world
+    assert len(list_videos(world / "clips")) == TINY.clips
+    assert logs == [f"added the video clips to the synthetic world in {world}"]

@@ -194,6 +194,8 @@ def pretrain(ctx: RunContext) -> Representation:
             neg = choose_negatives(eq, et, torch.as_tensor(train.clip[idx]).to(ctx.device), cfg["negatives"],
                                    hard, gen)
             keep = neg >= 0
+            if not keep.any():  # every pair of the batch from one clip: no negative to rank
+                continue
             loss = triplet_ranking_loss(eq[keep], et[keep], et[neg[keep]], cfg["margin"])
             opt.zero_grad(set_to_none=True)
             loss.backward()

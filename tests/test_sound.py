@@ -118,6 +118,8 @@ def test_tiny_pretraining_gives_a_loadable_representation(tiny_world, tmp_path, 
     assert pretext["metric"] == metric and 0.0 <= pretext["value"] <= 1.0
     assert pretext["held_out_clips"] == 4 and pretext["held_out_frames"] == 16
     assert 0.25 <= pretext["chance"] <= 1.0
+    if target == "binary":
+        assert len(pretext["per_bit"]) == 4 and np.mean(pretext["per_bit"]) == pytest.approx(pretext["value"])
     loaded = Representation.load(rep.save(tmp_path / "rep"))
     assert loaded.meta["pretext"] == pretext
     for key, value in rep.network.state_dict().items():

@@ -96,8 +96,8 @@ def sound_targets(train_audio: np.ndarray, held_audio: np.ndarray, cfg: dict, sa
 
 
 def _loss(logits: torch.Tensor, targets: torch.Tensor, binary: bool) -> torch.Tensor:
-    if binary:
-        return F.binary_cross_entropy_with_logits(logits, targets)
+    if binary:  # summed over bits, averaged over the batch (Caffe's sigmoid cross-entropy)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(logits)
     return F.cross_entropy(logits, targets)
 
 

@@ -46,7 +46,7 @@ from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
 
 DEFAULTS = {
-    "epochs": 12, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+    "epochs": 30, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
     "crop_scale": (0.35, 1.0),
     "target": "clusters", "clusters": 30, "bits": 30, "kmeans_restarts": 4,
     # texture statistics

@@ -46,8 +46,8 @@ from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
 
 DEFAULTS = {
-    "epochs": 4, "batch_size": 32, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
-    "margin": 0.5, "embedding_dim": 1024, "negatives": 4, "warmup_epochs": 1,
+    "epochs": 10, "batch_size": 32, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
+    "margin": 0.5, "embedding_dim": 1024, "negatives": 4, "warmup_epochs": 2,
     # clips
     "video_dir": None, "frames": 16, "frame_rate": None, "store_size": 96,
     # mining and tracking

@@ -262,14 +262,15 @@ def fetch(dataset, dest, base_url, remove_archives):
 
 @data.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Where to write the world (VOCdevkit/, source/, unlabelled/).")
+              help="Where to write the world (VOCdevkit/, source/, unlabelled/, clips/).")
 @click.option("--seed", default=0, show_default=True, help="The world is a pure function of the seed.")
 @click.option("--size", default="small", show_default=True,
               type=click.Choice(["tiny", "small", "medium"]),
               help="small: the embedded default (minutes on a CPU); medium: ~4x; tiny: for tests.")
 def synth(out, seed, size):
     """Generate the synthetic VOC-format world: VOC2007 (classification, detection), VOC2012
-    (segmentation masks), a labelled source set (ImageNet stand-in) and an unlabelled pool."""
+    (segmentation masks), a labelled source set (ImageNet stand-in), an unlabelled pool and
+    video clips with sound (for tracking and sound)."""
     from .data.synth import generate_world
     from .runner import progress_bar
 

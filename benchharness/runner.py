@@ -70,6 +70,11 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
             f"size {suite.synthetic.get('size', 'small')})")
         generate_world(root, seed=int(suite.synthetic.get("seed", 0)),
                        size=str(suite.synthetic.get("size", "small")), progress=progress_bar)
+    elif suite.synthetic is not None:  # a world generated before worlds had video clips
+        from .data.synth_clips import ensure_clips
+
+        if ensure_clips(root, progress_bar):
+            log(f"added the video clips to the synthetic world in {root}")
     return root
 
 

@@ -39,12 +39,26 @@ def locate_unlabelled(data_root: Path) -> Path:
     return path
 
 
+def locate_clips(data_root: Path) -> Path:
+    """The video clips (with sound) ``<root>/clips``: a folder of ordinary video files."""
+    path = Path(data_root) / "clips"
+    if not path.is_dir():
+        raise DataError(path, "video clips with sound expected here (a folder of video files: mp4, "
+                              "mkv, avi, webm, mov). Synthetic worlds have them: generate one with "
+                              "`benchharness data synth --out DIR` (a smoke run adds them to an older "
+                              "synthetic world); for your own videos set `video_dir` in the method's "
+                              "suite section")
+    return path
+
+
 @hookimpl
 def benchharness_datasets():
-    """PASCAL VOC 2007 and 2012 (real or synthetic), the labelled source set, the image pool."""
+    """PASCAL VOC 2007 and 2012 (real or synthetic), the labelled source set, the image pool,
+    the video clips with sound."""
     return [
         DatasetSpec("voc2007", _voc_year("2007"), "PASCAL VOC 2007 in the VOCdevkit layout"),
         DatasetSpec("voc2012", _voc_year("2012"), "PASCAL VOC 2012 in the VOCdevkit layout"),
         DatasetSpec("source", locate_source, "labelled pretraining images (ImageNet stand-in)"),
         DatasetSpec("unlabelled", locate_unlabelled, "unlabelled pretraining images"),
+        DatasetSpec("clips", locate_clips, "video clips with sound (tracking, sound)"),
     ]

@@ -7,6 +7,7 @@
                        ImageSets/Segmentation,ImageSets/Main}        segmentation
     source/{train,val}/<class>/*.jpg                                 object-centric, labelled
     unlabelled/*.jpg                                                 scenes, no labels
+    clips/clip_*.mkv, clips/manifest.json                            video with sound, true boxes
     world.json, .complete
 
 Each of the 20 VOC classes has a fixed appearance (:data:`CLASS_STYLES`): a shape, a hue
@@ -18,7 +19,9 @@ mostly hidden objects are flagged ``difficult``.
 
 Every image is drawn from its own ``numpy.random.Generator`` seeded by
 ``(seed, stream, index)``, so the output is byte-identical for a given seed and independent
-of the order (or the number of processes) in which images are made.
+of the order (or the number of processes) in which images are made. The clips
+(:mod:`benchharness.data.synth_clips`) come from a stream of their own, so adding them changed
+no image.
 """
 
 from __future__ import annotations
@@ -598,7 +601,7 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     marker = out / ".complete"
     marker.unlink(missing_ok=True)
     info_path = out / "world.json"
-    leftovers = [name for name in ("VOCdevkit", "source", "unlabelled") if (out / name).exists()]
+    leftovers = [name for name in ("VOCdevkit", "source", "unlabelled", "clips") if (out / name).exists()]
     if leftovers and not _is_synthetic_world(info_path):
         raise DataError(
             out,
@@ -665,11 +668,18 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
         scene = make_scene(_rng(seed, _STREAM_UNLABELLED, index), side_range)
         _save_jpeg(scene.image, pool / f"u{index:06d}.jpg")
 
+    # Video clips with sound, for the tracking and sound methods.
+    from .synth_clips import write_clips
+
+    write_clips(out / "clips", seed, size, progress)
+
     marker.write_bytes(b"")
     return out
 
 
 def _world_info(seed: int, size: str) -> dict:
+    from .synth_clips import CLIP_SIZES, clips_info
+
     spec = SIZES[size]
     return {
         "generator": "benchharness.data.synth",
@@ -687,8 +697,10 @@ def _world_info(seed: int, size: str) -> dict:
             "source": {"train": spec.source_train_per_class * len(VOC_CLASSES),
                        "val": spec.source_val_per_class * len(VOC_CLASSES)},
             "unlabelled": spec.unlabelled,
+            "clips": CLIP_SIZES[size].clips,
         },
         "sizes": asdict(spec),
+        "clips": clips_info(size),
         "classes": list(VOC_CLASSES),
     }
 

@@ -29,13 +29,14 @@ import time
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.ops import roi_align
 
 from benchharness import hookimpl
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.patches import PatchGrid
 from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
                                              split_held_out)
-from benchharness.data.transforms import center_crop_batch, crop_batch
+from benchharness.data.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
@@ -133,8 +134,12 @@ def make_pairs(images: torch.Tensor, grid: PatchGrid, size: int, cfg: dict, conv
     flip = torch.rand(n, generator=generator) < 0.5  # mirror whole images, not patches
     images = torch.where(flip[:, None, None, None], images.flip(-1), images).to(device)
     centre, other, labels = grid.sample(n, images.shape[-1], generator, per_centre=k)
-    sources = torch.cat([images, images.repeat_interleave(k, dim=0)])
-    patches = crop_batch(sources, torch.cat([centre, other.reshape(n * k, 4)]), size)
+    # every box indexes its own image: the n images are converted once, not copied k + 1 times
+    owner = torch.cat([torch.arange(n), torch.arange(n).repeat_interleave(k)])
+    boxes = torch.cat([centre, other.reshape(n * k, 4)])
+    rois = torch.cat([owner[:, None].float(), boxes], dim=1).to(device)
+    patches = roi_align(images.float().div_(255), rois, output_size=(size, size), spatial_scale=1.0,
+                        sampling_ratio=2, aligned=True).clamp_(0, 1)
     if cfg["chroma"] == "drop":
         patches = drop_colours(patches, convention.mean, generator)
     elif cfg["chroma"] == "project":

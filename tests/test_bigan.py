@@ -208,3 +208,16 @@ def test_folding_batch_norm_keeps_the_encoder_function():
         assert torch.allclose(enc(x), before, atol=1e-4)
         assert torch.allclose(enc.trunk(x), fc7_before, atol=1e-4)  # the trunk alone, plain AlexNet
     assert set(enc.trunk.state_dict()) == set(build("alexnet-small").state_dict())
+
+
+def test_untrained_baseline_codes_take_the_trained_codes_moments():
+    torch.manual_seed(0)
+    enc = bigan.Encoder(build("alexnet-small"), z_dim=4).eval()
+    x = torch.randn(300, 3, 64, 64)
+    mix = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 0.3, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.1, 0.0, 0.0, 0.4]])
+    target = torch.rand(300, 4) @ mix + torch.tensor([0.5, -0.2, 0.0, 0.1])
+    enc.match_codes(x, target)
+    with torch.no_grad():
+        z = enc(x)
+    assert torch.allclose(z.mean(0), target.mean(0), atol=1e-3)
+    assert torch.allclose(torch.cov(z.T), torch.cov(target.T), atol=2e-3)

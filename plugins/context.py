@@ -4,15 +4,17 @@ Two patches are cut from a 3 x 3 grid laid on an unlabelled image (a gap between
 a random jitter of each patch, :mod:`benchharness.data.patches`): the centre cell and one of its
 8 neighbours. Both go through the same trunk up to fc6; the two fc6 vectors, concatenated, feed
 two new fc layers and an 8-way softmax that names where the second patch came from. Against the
-paper's trivial shortcuts: chromatic aberration is removed by colour dropping (two of the three
-channels replaced by faint noise; or ``chroma = "project"``: the green-magenta axis projected
-out), and some patches are downsampled so that fine texture at the edges cannot be matched.
+paper's trivial shortcuts: chromatic aberration is removed by projecting out the green-magenta
+axis (``chroma = "project"``, the default) or by colour dropping (``"drop"``: two of the three
+channels replaced by faint noise), and some patches are downsampled so that fine texture at the
+edges cannot be matched.
 
 As in the paper (96-pixel patches into a network whose fc6 then sees a 3 x 3 pool5 map), the
 trunk sees patches near their own resolution: ``patch_input`` pixels, by default half the
 backbone's input side (32 for ``alexnet-small``), rather than blown up to the full input side,
-which would cost four times as much and teach conv1 the statistics of blurred pixels.
-Learned stages: conv1..conv5 and fc6 (fc7 is not part of the pretext network and stays random).
+which would cost four times as much and teach conv1 the statistics of blurred pixels. (At 32
+pixels the small trunk's pool5 is 1 x 1, which its adaptive pool spreads over fc6's 3 x 3
+input; at 64 pixels, on whole images, fc6 then sees a real 3 x 3 map.) Learned stages: conv1..conv5 and fc6 (fc7 is not part of the pretext network and stays random).
 A trunk trained without normalisation layers drifts in scale (the pair head absorbs any factor);
 at the end the learned stages get back the output scale they had at initialisation
 (:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one positive factor per stage,

@@ -5,7 +5,11 @@ Three networks play one game on unlabelled images:
 
 - the encoder E is the AlexNet trunk through fc7 followed by a linear map to ``z``: the
   representation is E's trunk, so all of conv1..fc7 count as learned (the fc8 protocol then
-  reads BiGAN-trained fc6/fc7 features rather than random ones);
+  reads BiGAN-trained fc6/fc7 features rather than random ones). As the paper's AlexNet
+  encoder, E has batch normalisation after every layer but the first while it trains; the
+  norms are folded into the layers' weights at the end (``encoder_bn``), so the representation
+  is a plain AlexNet trunk computing what E computed. The map to ``z`` is initialised on a batch
+  of training images so that E(x) starts at the prior's scale (mean 0, std 1/sqrt(3));
 - the generator G is a DCGAN-style transposed-convolution stack from ``z`` (uniform in
   [-1, 1]^d) to an image of ``generator_size`` pixels (tanh output);
 - the discriminator D sees the pair (x, z): a strided-conv stack on x, then fully connected
@@ -16,17 +20,25 @@ non-saturating form of the inverted labels. Updates alternate (D, then E and G),
 (lr 2e-4, beta1 0.5). With ``encoder_size`` larger than ``generator_size`` this is the paper's
 generalised BiGAN: E sees the crop at its full resolution while D receives it downsampled to
 G's resolution. The default pairs E at the trunk's input size with G at 32 pixels, as the paper
-paired E at 112 with G at 64, and keeps the default schedule within about 90 s on a 2-core CPU.
+paired E at 112 with G at 64; small batches (16) buy the most E updates within about 35 s on
+a 2-core CPU. At the end E's stages get back the output scale they had at initialisation
+(:func:`~benchharness.data.pretext_pool.restore_stage_scales`, one positive factor per stage).
 
 Images are fed as RGB scaled to [-1, 1] (mean 0.5, std 0.5). The pretext measurement is the
 mean squared error (in that [-1, 1] scale, at G's resolution) between held-out centre crops x
-and their reconstructions G(E(x)); its chance level is the same figure with a freshly
-initialised encoder and the same G. ``random_z`` (G of fresh prior samples against x) is stored
-beside it: an encoder that carries information about x beats it too.
+and their reconstructions G(E(x)); its chance level is the same figure with the same trained G
+and an untrained encoder E0 of the same architecture (the random trunk and a linear map to z),
+its map to z fitted so that its codes have the mean and covariance of the trained E's codes
+(see :func:`reconstruction_pretext` for why: with a tiny random map, E0 would hand G a
+constant code and "reconstruct" every image by one blurred average, a figure a pixel L2
+favours and no informative encoder needs to beat). Stored beside it: ``chance_prior_scaled``,
+``random_z`` (G of fresh prior samples) and ``shuffled`` (the trained E's code of another
+held-out image). Training state is saved every ``checkpoint_every`` steps.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -36,23 +48,26 @@ from torch.nn import functional as F
 
 from benchharness import hookimpl
 from benchharness.backbones import STAGES
-from benchharness.data.pretext_pool import default_image_dirs, load_images, split_held_out
+from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
+                                             split_held_out)
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
 
 DEFAULTS = {
-    "steps": 100, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
+    "steps": 900, "batch_size": 16, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "z_dim": 50,
     "encoder_size": None,    # None: the backbone's input side
     "generator_size": 32,    # G's output side and D's input side; a power of two >= 8
     "gen_channels": 32,      # G's last hidden width (doubling towards the 4x4 start)
     "disc_channels": 32,     # D's first conv width (doubling down to 4x4)
-    "disc_hidden": 512, "disc_dropout": 0.2,
+    "disc_hidden": 512, "disc_dropout": 0.0,
     "store_size": None,      # None: 1.125 x encoder_size
     "crop_scale": (0.5, 1.0),
-    "held_out": 0.1, "image_dirs": None, "seed": 0, "checkpoint_every": 50,
+    "held_out": 0.1, "image_dirs": None, "seed": 0, "checkpoint_every": 100,
+    "restore_scale": True,
+    "encoder_bn": True,      # batch norm after conv2..fc7 while training, folded in at the end
 }
 CONVENTION = InputConvention(mode="rgb", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 LEARNED = STAGES
@@ -78,18 +93,91 @@ def _levels(size: int) -> int:
     return int(math.log2(size // 4))
 
 
-class Encoder(nn.Module):
-    """The trunk through fc7 (ReLU'd, as every task reads it) and a linear map to ``z``."""
+def _affine(trunk: nn.Module, stage: str) -> nn.Module:
+    """The Conv2d / Linear layer of one trunk stage."""
+    return next(m for m in trunk.stage(stage).modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
-    def __init__(self, trunk: nn.Module, z_dim: int):
+
+class Encoder(nn.Module):
+    """The trunk through fc7 (ReLU'd, as every task reads it) and a linear map to ``z``.
+
+    With ``batch_norm`` (as the paper's AlexNet encoder: batch normalisation after every layer
+    but the first), a BatchNorm follows the conv / fc layer of conv2..fc7 during pretraining,
+    attached by forward hooks so the trunk itself keeps its plain AlexNet layout;
+    :meth:`fold_batch_norm` merges their global statistics and affine parameters into the
+    layers' weights and biases at the end, which leaves E's eval-mode function unchanged.
+    """
+
+    def __init__(self, trunk: nn.Module, z_dim: int, batch_norm: bool = False):
         super().__init__()
         self.trunk = trunk
         self.to_z = nn.Linear(trunk.out_dim, z_dim)
         nn.init.normal_(self.to_z.weight, std=0.01)
         nn.init.zeros_(self.to_z.bias)
+        self.norms = nn.ModuleDict()
+        self._hooks = []
+        if batch_norm:
+            for stage in STAGES[1:]:
+                layer = _affine(trunk, stage)
+                width = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+                norm = (nn.BatchNorm2d if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d)(width)
+                self.norms[stage] = norm
+                self._hooks.append(layer.register_forward_hook(
+                    lambda _module, _inputs, out, norm=norm: norm(out)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_z(self.trunk(x))
+
+    @torch.no_grad()
+    def match_codes(self, x: torch.Tensor, target: torch.Tensor, eps: float = 1e-4) -> None:
+        """Refit the map to ``z`` (an affine change of it) so that the codes of ``x`` get the mean
+        and covariance of ``target`` codes [N, d]: whiten E(x), then colour it with ``target``'s
+        covariance. Only the first two moments of ``target`` are used, not its pairing with x."""
+        def moments(codes):
+            codes = codes.double()
+            mean = codes.mean(0)
+            cov = torch.cov(codes.T).reshape(codes.shape[1], codes.shape[1])
+            return mean, cov + eps * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(len(cov), dtype=cov.dtype)
+
+        def power(cov, exponent):
+            values, vectors = torch.linalg.eigh(cov)
+            return vectors @ torch.diag(values.clamp_min(1e-12) ** exponent) @ vectors.T
+
+        mean_u, cov_u = moments(self(x))
+        mean_t, cov_t = moments(target)
+        w = (power(cov_t, 0.5) @ power(cov_u, -0.5)).to(self.to_z.weight)
+        shift = (mean_t.to(w) - w @ mean_u.to(w))
+        self.to_z.weight.copy_(w @ self.to_z.weight)
+        self.to_z.bias.copy_(w @ self.to_z.bias + shift)
+
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Merge every BatchNorm (its running statistics, scale and shift) into the layer before
+        it and detach it: W <- W g / s, b <- (b - m) g / s + beta with s = sqrt(var + eps)."""
+        for stage, norm in self.norms.items():
+            layer = _affine(self.trunk, stage)
+            factor = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            layer.weight.mul_(factor.view(-1, *([1] * (layer.weight.dim() - 1))))
+            layer.bias.copy_((layer.bias - norm.running_mean) * factor + norm.bias)
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self.norms = nn.ModuleDict()
+
+    @torch.no_grad()
+    def init_to_prior(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation of the map to ``z``: on the batch ``x`` every output
+        gets mean 0 and the standard deviation of the uniform prior on [-1, 1] (1 / sqrt(3)).
+
+        With a small random map instead, E(x) starts near 0 while prior samples fill the cube, so
+        D tells real from fake pairs by the size of z alone and E's first updates are spent
+        blowing up the trunk's scale (killing fc units) rather than encoding x.
+        """
+        h = self.trunk(x)
+        out = self.to_z(h)
+        scale = (1 / math.sqrt(3)) / out.std(0).clamp_min(1e-6)
+        self.to_z.weight.mul_(scale[:, None])
+        self.to_z.bias.copy_(-(out.mean(0) - self.to_z.bias) * scale)
 
 
 class Generator(nn.Module):
@@ -177,10 +265,13 @@ def pretrain(ctx: RunContext) -> Representation:
     network = ctx.build_backbone()
     cfg = _settings(ctx, network.spec.input_size)
     dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
-    images = load_images(dirs, cfg["store_size"], ctx.progress)
+    images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     device, zd, gsize = ctx.device, cfg["z_dim"], int(cfg["generator_size"])
-    encoder = Encoder(network, zd).to(device)
+    initial = copy.deepcopy(network)  # the scale the trunk's stages are given back at the end
+    init_batch = _init_batch(images, train_idx, cfg, device)
+    encoder = Encoder(network, zd, bool(cfg["encoder_bn"])).to(device)
+    encoder.init_to_prior(init_batch)
     gen_net = Generator(zd, gsize, cfg["gen_channels"]).to(device)
     disc = JointDiscriminator(zd, gsize, cfg["disc_channels"], cfg["disc_hidden"],
                               cfg["disc_dropout"]).to(device)
@@ -237,47 +328,89 @@ def pretrain(ctx: RunContext) -> Representation:
                              "opt_eg": opt_eg.state_dict(), "rng": rng.get_state(),
                              "torch_rng": torch.get_rng_state()})
     train_seconds = time.perf_counter() - start
-    pretext = reconstruction_pretext(encoder, gen_net, images[held_idx], cfg, ctx)
+    encoder.eval()
+    encoder.fold_batch_norm()  # the trunk alone, as plain AlexNet, is the representation
+    pretext = reconstruction_pretext(encoder, gen_net, images[held_idx], cfg, ctx, init_batch)
+    scale = None
+    if cfg["restore_scale"]:
+        x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], network.spec.input_size)
+                                 .to(device))
+        scale = restore_stage_scales(network, initial.to(device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext,
+        "train_seconds": train_seconds, "pretext": pretext, "scale_restored": scale,
         "final_losses": {k: v for k, v in running.items()},
         "encoder_size": cfg["encoder_size"], "generator_size": gsize, "z_dim": zd})
 
 
+def _init_batch(images: torch.Tensor, train_idx: torch.Tensor, cfg: dict, device) -> torch.Tensor:
+    """Encoder input for up to 256 training images (centre crops, seeded choice): the batch
+    the map to z is initialised on, for the trained encoder and for the untrained baseline."""
+    pick = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(1))[:256]]
+    return CONVENTION.normalise(center_crop_batch(images[pick], cfg["encoder_size"]).to(device))
+
+
 @torch.no_grad()
 def reconstruction_error(encoder: Encoder | None, gen_net: Generator, images: torch.Tensor, cfg: dict,
-                         device, z_generator: torch.Generator | None = None) -> float:
+                         device, z_generator: torch.Generator | None = None,
+                         permutation: torch.Tensor | None = None) -> float:
     """Mean squared error between centre crops of ``images`` (at G's size, in [-1, 1]) and
-    G(E(x)); with ``encoder`` None, G of prior samples drawn from ``z_generator`` instead."""
+    G(E(x)); with ``encoder`` None, G of prior samples drawn from ``z_generator`` instead; with
+    ``permutation``, G(E(x[permutation])) against x (an encoder output of another image)."""
     total, count = 0.0, 0
+    crops = center_crop_batch(images, cfg["encoder_size"])
     for s in range(0, len(images), 256):
-        x_enc = CONVENTION.normalise(center_crop_batch(images[s:s + 256], cfg["encoder_size"]).to(device))
+        x_enc = CONVENTION.normalise(crops[s:s + 256].to(device))
         x = to_generator_size(x_enc, int(cfg["generator_size"]))
-        if encoder is not None:
-            z = encoder(x_enc)
-        else:
+        if encoder is None:
             z = sample_z(len(x), cfg["z_dim"], z_generator).to(device)
+        elif permutation is not None:
+            z = encoder(CONVENTION.normalise(crops[permutation[s:s + 256]].to(device)))
+        else:
+            z = encoder(x_enc)
         total += (gen_net(z) - x).pow(2).sum().item()
         count += x.numel()
     return total / count
 
 
 def reconstruction_pretext(encoder: Encoder, gen_net: Generator, held: torch.Tensor, cfg: dict,
-                           ctx: RunContext) -> dict | None:
-    """The held-out reconstruction error of E and G, against an untrained E and prior samples."""
+                           ctx: RunContext, init_batch: torch.Tensor) -> dict | None:
+    """The held-out reconstruction error of E and G against the same with an untrained E.
+
+    ``chance`` is G(E0(x)) with the trained G and a freshly initialised encoder E0 of the same
+    architecture (the untrained trunk and a linear map to z) whose map to z is fitted, from the
+    first two moments only, so that its codes of the held-out images have the mean and
+    covariance of the trained E's codes: G then receives codes from the region it was trained
+    on, and the two figures differ only by what the codes say about x. (With E0's map merely at
+    the prior's scale, ``chance_prior_scaled``, G gets correlated codes from another part of
+    z-space, and an L2 figure swings with how bland G's images happen to be there; with a tiny
+    random map, E0 hands G one constant code, the blurred average a pixel L2 favours.) Also
+    stored: ``random_z`` (G of prior samples) and ``shuffled`` (the trained E's code of another
+    held-out image), which an encoder that knows nothing about x would also reach.
+    """
     if len(held) == 0:
         return None
     torch.manual_seed(ctx.seed + 1)
-    fresh = Encoder(ctx.build_backbone(), cfg["z_dim"]).to(ctx.device)  # as training started from
+    fresh = Encoder(ctx.build_backbone(), cfg["z_dim"]).to(ctx.device).eval()  # the untrained trunk
+    fresh.init_to_prior(init_batch)  # its z at the prior's scale, as the trained E's started
     for m in (encoder, gen_net, fresh):
         m.eval()
     value = reconstruction_error(encoder, gen_net, held, cfg, ctx.device)
-    chance = reconstruction_error(fresh, gen_net, held, cfg, ctx.device)
+    chance_prior_scaled = reconstruction_error(fresh, gen_net, held, cfg, ctx.device)
     random_z = reconstruction_error(None, gen_net, held, cfg, ctx.device,
                                     torch.Generator().manual_seed(12_345))
+    shuffled = reconstruction_error(encoder, gen_net, held, cfg, ctx.device, permutation=torch.roll(
+        torch.arange(len(held)), 1)) if len(held) > 1 else None
+    chance = chance_prior_scaled
+    if len(held) > 2:
+        with torch.no_grad():
+            x_enc = CONVENTION.normalise(center_crop_batch(held, cfg["encoder_size"]).to(ctx.device))
+            codes = torch.cat([encoder(x_enc[s:s + 256]) for s in range(0, len(x_enc), 256)])
+        fresh.match_codes(x_enc, codes)
+        chance = reconstruction_error(fresh, gen_net, held, cfg, ctx.device)
     return {"metric": "reconstruction-l2 (lower is better)", "value": value, "chance": chance,
-            "random_z": random_z, "held_out_images": len(held)}
+            "chance_prior_scaled": chance_prior_scaled, "random_z": random_z, "shuffled": shuffled,
+            "held_out_images": len(held)}
 
 
 @hookimpl

@@ -8,13 +8,18 @@ cross-entropy is reweighted per pixel by class rebalancing (lambda 0.5) against 
 Gaussian-smoothed empirical bin prior of the training pool.
 
 The Representation takes ``lab-l`` input normalised as (L - 50) / 50; learned stages are
-conv1..conv5 (fc6 and fc7 stay random). The pretext measurement is the ab-bin accuracy (argmax
-bin against the pixel's true bin) on held-out images; chance is the share of the most common
-bin there.
+conv1..conv5 (fc6 and fc7 stay random). At the end the learned stages get back the output scale
+they had at initialisation (:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one
+positive factor per stage, the network's function unchanged up to scale), so that a linear
+classifier reads them at the scale the tasks' learning rates expect. The pretext measurement is
+the ab-bin accuracy (argmax bin against the pixel's true bin) on held-out images; chance is the
+share of the most common bin there. Training state is saved every ``checkpoint_every`` steps,
+so a killed pretraining resumes.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -24,18 +29,21 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.lab import ABQuantizer, rgb_to_lab
-from benchharness.data.pretext_pool import default_image_dirs, load_images, split_held_out
+from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
+                                             split_held_out)
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
+from benchharness.training import LossGuard
 
 DEFAULTS = {
-    "steps": 250, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0,  # Adam, as the paper
+    "steps": 450, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,  # Adam, as the paper
     "store_size": None,        # None: 1.125 x the backbone's input side
     "crop_scale": (0.35, 1.0),
     "neighbours": 5, "sigma": 5.0,   # soft encoding
     "lam": 0.5, "prior_sigma": 5.0,  # class rebalancing
     "held_out": 0.1, "image_dirs": None, "seed": 0,
+    "checkpoint_every": 100, "restore_scale": True,
 }
 CONVENTION = InputConvention(mode="lab-l", mean=(50.0,), std=(50.0,))
 LEARNED = CONV_STAGES
@@ -47,6 +55,11 @@ def _settings(ctx: RunContext, input_size: int) -> dict:
         raise ValueError(f"colorization: unknown settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **ctx.config}
     cfg["store_size"] = cfg["store_size"] or round(1.125 * input_size)
+    for key in ("steps", "batch_size", "checkpoint_every", "neighbours"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"colorization: {key} must be at least 1, not {cfg[key]!r}")
+    if not 0 <= cfg["lam"] <= 1:
+        raise ValueError(f"colorization: lam must be in [0, 1], not {cfg['lam']!r}")
     return cfg
 
 
@@ -91,12 +104,13 @@ def rebalanced_loss(logits: torch.Tensor, ab: torch.Tensor, quantizer: ABQuantiz
 
 def pretrain(ctx: RunContext) -> Representation:
     """Train the L-input trunk to predict quantised ab; returns conv1..conv5 as learned."""
+    torch.manual_seed(ctx.seed)
     network = ctx.build_backbone(in_channels=1)
     size = network.spec.input_size
     cfg = _settings(ctx, size)
-    torch.manual_seed(ctx.seed)
+    initial = copy.deepcopy(network)  # the scale the learned stages are given back at the end
     dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
-    images = load_images(dirs, cfg["store_size"], ctx.progress)
+    images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     quantizer = ABQuantizer()
     model = ColorizationNet(network, quantizer.q).to(ctx.device)
@@ -108,10 +122,20 @@ def pretrain(ctx: RunContext) -> Representation:
                            weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
+    checkpoint, first = ctx.epoch_checkpoint(), 0
+    state = checkpoint.load()
+    if state is not None:  # resume a killed pretraining where it stopped
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        first = state["step"]
+        ctx.log(f"resuming colorization pretraining at step {first + 1}")
     start = time.perf_counter()
     model.train()
-    running = None
-    bar = ctx.bar(range(cfg["steps"]), desc="pretrain colorization")
+    guard, running, window = LossGuard("colorization pretraining"), None, []
+    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain colorization", initial=first,
+                  total=cfg["steps"])
     for step in bar:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=gen)]
         rgb = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"])).to(ctx.device)
@@ -121,15 +145,29 @@ def pretrain(ctx: RunContext) -> Representation:
         loss.backward()
         opt.step()
         sched.step()
-        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        window.append(loss.item())
+        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
         if hasattr(bar, "set_postfix") and step % 5 == 4:
             bar.set_postfix(loss=f"{running:.3f}")
+        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
+            guard.check(sum(window) / len(window), step)
+            window = []
+            checkpoint.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                             "sched": sched.state_dict(), "gen": gen.get_state()})
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, images[held_idx], quantizer, weights, size, out_hw, ctx)
+    scale = None
+    if cfg["restore_scale"]:
+        x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))
+        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext, "ab_bins": quantizer.q,
-        "target_grid": list(out_hw)})
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "scale_restored": scale, "ab_bins": quantizer.q, "target_grid": list(out_hw)})
+
+
+SATURATED = 20.0
+"""Chroma (|ab|) from which a target cell counts as coloured in ``value_coloured``."""
 
 
 @torch.no_grad()
@@ -141,23 +179,38 @@ def held_out_accuracy(model: ColorizationNet, images: torch.Tensor, quantizer: A
     normalisation, so ``value`` takes the argmax of logits - log w (the model's estimate of
     p(q | L)); ``value_rebalanced`` is the plain argmax of the rebalanced output, which favours
     rare colours by design and is what the paper decodes from (through its annealed mean).
+    ``top5`` counts the true bin among the 5 most likely (chance: the 5 most common bins' share);
+    ``value_coloured`` is the accuracy on target pixels of chroma >= 20 (where the grey bins
+    that dominate ``chance`` cannot be right; its chance is that subset's most common bin).
     """
     if len(images) == 0:
         return None
     model.eval()
-    hits = hits_rebalanced = total = 0
+    hits = hits_rebalanced = hits5 = total = hits_col = total_col = 0
     log_w = weights.log().view(1, -1, 1, 1)
     counts = torch.zeros(quantizer.q, dtype=torch.int64)
+    counts_col = torch.zeros(quantizer.q, dtype=torch.int64)
     for s in range(0, len(images), 256):
         l_input, ab = lab_batch(center_crop_batch(images[s:s + 256].to(ctx.device), size), out_hw)
         truth = quantizer.encode(ab)
         logits = model(l_input)
-        hits += ((logits - log_w).argmax(1) == truth).sum().item()
+        estimate = logits - log_w
+        right = estimate.argmax(1) == truth
+        coloured = ab.norm(dim=1) >= SATURATED
+        hits += right.sum().item()
         hits_rebalanced += (logits.argmax(1) == truth).sum().item()
+        hits5 += (estimate.topk(5, dim=1).indices == truth[:, None]).any(1).sum().item()
+        hits_col += (right & coloured).sum().item()
         total += truth.numel()
+        total_col += coloured.sum().item()
         counts += torch.bincount(truth.flatten().cpu(), minlength=quantizer.q)
+        counts_col += torch.bincount(truth[coloured].cpu(), minlength=quantizer.q)
     return {"metric": "ab-bin-accuracy", "value": hits / total, "chance": counts.max().item() / total,
-            "value_rebalanced": hits_rebalanced / total, "held_out_pixels": total}
+            "value_rebalanced": hits_rebalanced / total,
+            "top5": hits5 / total, "chance_top5": counts.topk(5).values.sum().item() / total,
+            "value_coloured": hits_col / max(total_col, 1),
+            "chance_coloured": counts_col.max().item() / max(total_col, 1),
+            "coloured_share": total_col / total, "held_out_pixels": total}
 
 
 @hookimpl

@@ -4,41 +4,57 @@ Two patches are cut from a 3 x 3 grid laid on an unlabelled image (a gap between
 a random jitter of each patch, :mod:`benchharness.data.patches`): the centre cell and one of its
 8 neighbours. Both go through the same trunk up to fc6; the two fc6 vectors, concatenated, feed
 two new fc layers and an 8-way softmax that names where the second patch came from. Against the
-paper's trivial shortcuts: chromatic aberration is removed by colour dropping (two of the three
-channels replaced by faint noise; or ``chroma = "project"``: the green-magenta axis projected
-out), and some patches are downsampled so that fine texture at the edges cannot be matched.
+paper's trivial shortcuts: chromatic aberration is removed by projecting out the green-magenta
+axis (``chroma = "project"``, the default) or by colour dropping (``"drop"``: two of the three
+channels replaced by faint noise), and some patches are downsampled so that fine texture at the
+edges cannot be matched.
 
-Patches are resized to the backbone's input size. Learned stages: conv1..conv5 and fc6 (fc7 is
-not part of the pretext network and stays random). The pretext measurement is 8-way accuracy on
-pairs from held-out images (chance 1/8).
+As in the paper (96-pixel patches into a network whose fc6 then sees a 3 x 3 pool5 map), the
+trunk sees patches near their own resolution: ``patch_input`` pixels, by default half the
+backbone's input side (32 for ``alexnet-small``), rather than blown up to the full input side,
+which would cost four times as much and teach conv1 the statistics of blurred pixels. (At 32
+pixels the small trunk's pool5 is 1 x 1, which its adaptive pool spreads over fc6's 3 x 3
+input; at 64 pixels, on whole images, fc6 then sees a real 3 x 3 map.) Learned stages: conv1..conv5 and fc6 (fc7 is not part of the pretext network and stays random).
+A trunk trained without normalisation layers drifts in scale (the pair head absorbs any factor);
+at the end the learned stages get back the output scale they had at initialisation
+(:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one positive factor per stage,
+which leaves what the network computes unchanged up to scale). The pretext measurement is 8-way
+accuracy on pairs from held-out images (chance 1/8). Training state is saved every
+``checkpoint_every`` steps, so a killed pretraining resumes.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.ops import roi_align
 
 from benchharness import hookimpl
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.patches import PatchGrid
-from benchharness.data.pretext_pool import default_image_dirs, load_images, split_held_out
-from benchharness.data.transforms import crop_batch
+from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
+                                             split_held_out)
+from benchharness.data.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
+from benchharness.training import LossGuard
 
 DEFAULTS = {
-    "steps": 80, "batch_size": 32, "neighbours": 8, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+    "steps": 480, "batch_size": 32, "neighbours": 8, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
     # geometry, as fractions of the backbone's input side when left at None
     "store_size": None, "patch": None, "gap": None, "jitter": None,
-    "chroma": "drop",          # drop | project | none
+    "patch_input": None,       # side at which patches enter the trunk
+    "chroma": "project",       # project | drop | none (the paper's two countermeasures, or none)
     "downsample_p": 0.25,      # share of patches shrunk to downsample_side and blown up again
     "downsample_side": 10,     # 10 x 10 = 100 pixels, as in the paper
     "held_out": 0.1, "eval_grids": 2, "image_dirs": None, "seed": 0,
+    "checkpoint_every": 100, "restore_scale": True,
 }
-GEOMETRY = {"store_size": 1.5, "patch": 0.34, "gap": 0.16, "jitter": 0.05}
+GEOMETRY = {"store_size": 1.5, "patch": 0.34, "gap": 0.16, "jitter": 0.05, "patch_input": 0.5}
 LEARNED = CONV_STAGES + ("fc6",)
 GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6 ** 0.5
 
@@ -53,6 +69,11 @@ def _settings(ctx: RunContext, input_size: int) -> dict:
             cfg[key] = max(1, round(fraction * input_size))
     if cfg["chroma"] not in ("drop", "project", "none"):
         raise ValueError(f"context: chroma must be drop, project or none, not {cfg['chroma']!r}")
+    for key in ("steps", "batch_size", "checkpoint_every"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"context: {key} must be at least 1, not {cfg[key]!r}")
+    if not 1 <= int(cfg["neighbours"]) <= 8:
+        raise ValueError(f"context: neighbours must be in 1..8, not {cfg['neighbours']!r}")
     return cfg
 
 
@@ -115,8 +136,12 @@ def make_pairs(images: torch.Tensor, grid: PatchGrid, size: int, cfg: dict, conv
     flip = torch.rand(n, generator=generator) < 0.5  # mirror whole images, not patches
     images = torch.where(flip[:, None, None, None], images.flip(-1), images).to(device)
     centre, other, labels = grid.sample(n, images.shape[-1], generator, per_centre=k)
-    sources = torch.cat([images, images.repeat_interleave(k, dim=0)])
-    patches = crop_batch(sources, torch.cat([centre, other.reshape(n * k, 4)]), size)
+    # every box indexes its own image: the n images are converted once, not copied k + 1 times
+    owner = torch.cat([torch.arange(n), torch.arange(n).repeat_interleave(k)])
+    boxes = torch.cat([centre, other.reshape(n * k, 4)])
+    rois = torch.cat([owner[:, None].float(), boxes], dim=1).to(device)
+    patches = roi_align(images.float().div_(255), rois, output_size=(size, size), spatial_scale=1.0,
+                        sampling_ratio=2, aligned=True).clamp_(0, 1)
     if cfg["chroma"] == "drop":
         patches = drop_colours(patches, convention.mean, generator)
     elif cfg["chroma"] == "project":
@@ -128,13 +153,21 @@ def make_pairs(images: torch.Tensor, grid: PatchGrid, size: int, cfg: dict, conv
 
 def pretrain(ctx: RunContext) -> Representation:
     """Train the trunk on 8-way relative patch position; returns conv1..fc6 as learned."""
+    torch.manual_seed(ctx.seed)
     network = ctx.build_backbone()
     size = network.spec.input_size
     cfg = _settings(ctx, size)
-    torch.manual_seed(ctx.seed)
     grid = PatchGrid(cfg["patch"], cfg["gap"], cfg["jitter"])
+    patch_input = int(cfg["patch_input"])
+    try:
+        with torch.no_grad():
+            network.forward_to(torch.zeros(1, 3, patch_input, patch_input), "fc6")
+    except RuntimeError as exc:
+        raise ValueError(f"context: patch_input {patch_input} is too small for the "
+                         f"{ctx.backbone} trunk ({exc})") from None
+    initial = copy.deepcopy(network)  # the scale the learned stages are given back at the end
     dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
-    images = load_images(dirs, cfg["store_size"], ctx.progress)
+    images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     convention = InputConvention()
     model = ContextNet(network).to(ctx.device)
@@ -142,36 +175,73 @@ def pretrain(ctx: RunContext) -> Representation:
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
-    batches = _batches(train_idx, cfg["batch_size"], gen)
+    checkpoint, first = ctx.epoch_checkpoint(), 0
+    state = checkpoint.load()
+    if state is not None:  # resume a killed pretraining where it stopped
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        first = state["step"]
+        ctx.log(f"resuming context pretraining at step {first + 1}")
+    batches = _batches(train_idx, cfg["batch_size"], gen,
+                       *((state["order"], state["position"]) if state is not None else ()))
     start = time.perf_counter()
     model.train()
-    running = None
-    bar = ctx.bar(range(cfg["steps"]), desc="pretrain context")
+    guard, running, window = LossGuard("context pretraining"), None, []
+    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain context", initial=first, total=cfg["steps"])
     for step in bar:
-        a, b, labels = make_pairs(images[next(batches)], grid, size, cfg, convention, gen, ctx.device)
+        a, b, labels = make_pairs(images[next(batches)], grid, patch_input, cfg, convention, gen,
+                                  ctx.device)
         loss = F.cross_entropy(model(a, b), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        window.append(loss.item())
+        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
         if hasattr(bar, "set_postfix") and step % 5 == 4:
             bar.set_postfix(loss=f"{running:.3f}")
+        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
+            guard.check(sum(window) / len(window), step)
+            window = []
+            checkpoint.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                             "sched": sched.state_dict(), "gen": gen.get_state(),
+                             "order": batches.order, "position": batches.position})
     train_seconds = time.perf_counter() - start
-    pretext = held_out_accuracy(model, images[held_idx], grid, size, cfg, convention, ctx)
+    pretext = held_out_accuracy(model, images[held_idx], grid, patch_input, cfg, convention, ctx)
+    scale = None
+    if cfg["restore_scale"]:
+        x = convention.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))
+        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext,
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "scale_restored": scale,
         "grid": {"patch": grid.patch, "gap": grid.gap, "jitter": grid.jitter,
-                 "store_size": cfg["store_size"]}})
+                 "store_size": cfg["store_size"], "patch_input": patch_input}})
 
 
-def _batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """Endless batches of ``indices``, reshuffled at every pass."""
-    while True:
-        order = indices[torch.randperm(len(indices), generator=generator)]
-        for s in range(0, max(1, len(order) - batch_size + 1), batch_size):
-            yield order[s:s + batch_size]
+class _batches:
+    """Endless batches of ``indices``, reshuffled at every pass; ``state()`` and the ``order`` /
+    ``position`` arguments let a resumed run continue the same sequence."""
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 order: torch.Tensor | None = None, position: int = 0):
+        self.indices, self.batch_size, self.generator = indices, batch_size, generator
+        self.order, self.position = order, position
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        last = max(1, len(self.indices) - self.batch_size + 1)
+        if self.order is None or self.position >= last:
+            self.order = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+            self.position = 0
+        batch = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
 
 
 @torch.no_grad()

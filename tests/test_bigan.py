@@ -118,7 +118,7 @@ def test_short_pretraining_gives_a_saveable_representation(tiny_world, tmp_path)
     assert rep.input.mode == "rgb" and rep.input.mean == (0.5,) * 3 and rep.input.std == (0.5,) * 3
     pretext = rep.meta["pretext"]
     assert "lower is better" in pretext["metric"]
-    for key in ("value", "chance", "random_z"):
+    for key in ("value", "chance", "random_z", "shuffled"):
         assert math.isfinite(pretext[key]) and 0 <= pretext[key] <= 4  # MSE of [-1, 1] images
     assert pretext["held_out_images"] >= 1
     assert rep.meta["encoder_size"] == 64 and rep.meta["generator_size"] == 16
@@ -148,3 +148,76 @@ def test_encoder_reaches_z_through_fc7():
     assert enc(x).shape == (2, 6)
     enc(x).sum().backward()
     assert all(enc.trunk.stage(s).parameters().__next__().grad is not None for s in STAGES)
+
+
+class RecordingD:
+    """A stand-in discriminator that records every (x, z) pair it is shown."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, x, z):
+        self.seen.append((x, z))
+        return torch.zeros(len(x)) + 0 * z.sum(1) + 0 * x.flatten(1).sum(1)
+
+
+def test_discriminator_sees_x_with_its_code_as_real_and_generated_x_with_z_as_fake():
+    x, z_hat = torch.rand(4, 3, 8, 8), torch.rand(4, 2)
+    x_fake, z = torch.rand(4, 3, 8, 8), torch.rand(4, 2)
+    for loss in (bigan.discriminator_loss, bigan.encoder_generator_loss):
+        d = RecordingD()
+        loss(d, x, z_hat, x_fake, z)
+        (real_x, real_z), (fake_x, fake_z) = d.seen
+        assert torch.equal(real_x, x) and torch.equal(real_z, z_hat)  # (x, E(x))
+        assert torch.equal(fake_x, x_fake) and torch.equal(fake_z, z)  # (G(z), z)
+    # and the labels: pushing D's logit up on the first pair lowers D's loss (it is "real")
+    real_logit = torch.zeros(4, requires_grad=True)
+
+    def d_real_up(xx, zz):
+        return real_logit if xx is x else torch.zeros(len(xx))
+    bigan.discriminator_loss(d_real_up, x, z_hat, x_fake, z).backward()
+    assert (real_logit.grad < 0).all()
+
+
+def test_encoder_code_starts_at_the_prior_scale():
+    enc = bigan.Encoder(build("alexnet-small"), z_dim=10)
+    x = torch.randn(64, 3, 64, 64)
+    enc.init_to_prior(x)
+    with torch.no_grad():
+        z = enc(x)
+    assert torch.allclose(z.mean(0), torch.zeros(10), atol=1e-4)
+    assert torch.allclose(z.std(0), torch.full((10,), 3 ** -0.5), atol=1e-4)
+
+
+def test_folding_batch_norm_keeps_the_encoder_function():
+    torch.manual_seed(0)
+    enc = bigan.Encoder(build("alexnet-small"), z_dim=5, batch_norm=True)
+    assert set(enc.norms) == set(STAGES[1:])
+    opt = torch.optim.SGD(enc.parameters(), lr=0.1)
+    for _ in range(3):  # move the norms' statistics and affine parameters off their defaults
+        loss = enc(torch.randn(8, 3, 64, 64)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.randn(4, 3, 64, 64)
+    enc.eval()
+    with torch.no_grad():
+        before, fc7_before = enc(x), enc.trunk(x)
+        enc.fold_batch_norm()
+        assert len(enc.norms) == 0
+        assert torch.allclose(enc(x), before, atol=1e-4)
+        assert torch.allclose(enc.trunk(x), fc7_before, atol=1e-4)  # the trunk alone, plain AlexNet
+    assert set(enc.trunk.state_dict()) == set(build("alexnet-small").state_dict())
+
+
+def test_untrained_baseline_codes_take_the_trained_codes_moments():
+    torch.manual_seed(0)
+    enc = bigan.Encoder(build("alexnet-small"), z_dim=4).eval()
+    x = torch.randn(300, 3, 64, 64)
+    mix = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 0.3, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.1, 0.0, 0.0, 0.4]])
+    target = torch.rand(300, 4) @ mix + torch.tensor([0.5, -0.2, 0.0, 0.1])
+    enc.match_codes(x, target)
+    with torch.no_grad():
+        z = enc(x)
+    assert torch.allclose(z.mean(0), target.mean(0), atol=1e-3)
+    assert torch.allclose(torch.cov(z.T), torch.cov(target.T), atol=2e-3)

@@ -120,3 +120,24 @@ def test_method_is_registered_through_its_entry_point():
     assert registry.sources["colorization"].startswith("entry point benchharness_plugins.colorization")
     method = registry.methods()["colorization"]
     assert method.group == "self-sup" and method.needs == ("images",)
+
+
+def test_pretraining_resumes_from_its_checkpoint(tiny_world, tmp_path):
+    from test_context import killed_after
+    cfg = {"steps": 3, "batch_size": 4, "checkpoint_every": 2}
+
+    def ctx(state, progress=None, log=print):
+        return RunContext(torch.device("cpu"), 0, tiny_world, tmp_path / "cache", "alexnet-small",
+                          config=cfg, state_dir=state, progress=progress, log=log)
+
+    full = colorization.pretrain(ctx(tmp_path / "a"))
+    with pytest.raises(KeyboardInterrupt):
+        colorization.pretrain(ctx(tmp_path / "b", killed_after(2)))
+    logs = []
+    resumed = colorization.pretrain(ctx(tmp_path / "b", log=logs.append))
+    assert any("resuming colorization pretraining at step 3" in line for line in logs)
+    for key, value in full.network.state_dict().items():
+        assert torch.allclose(value, resumed.network.state_dict()[key], atol=1e-5), key
+    pretext = full.meta["pretext"]
+    assert pretext["top5"] >= pretext["value"] and pretext["chance_top5"] >= pretext["chance"]
+    assert 0 <= pretext["value_coloured"] <= 1 and 0 <= pretext["coloured_share"] <= 1

@@ -127,3 +127,82 @@ def test_method_is_registered_through_its_entry_point():
     assert registry.sources["context"].startswith("entry point benchharness_plugins.context")
     method = registry.methods()["context"]
     assert method.group == "self-sup" and method.needs == ("images",)
+
+
+def test_pretext_pool_is_decoded_once_and_cached(tiny_world, tmp_path):
+    from benchharness.data.pretext_pool import default_image_dirs, load_images
+    dirs = default_image_dirs(tiny_world)
+    first = load_images(dirs, 24, cache_dir=tmp_path)
+    cached = list((tmp_path / "images").glob("pretext-pool-24-*.npy"))
+    assert len(cached) == 1
+    again = load_images(dirs, 24, cache_dir=tmp_path)
+    assert torch.equal(first, again) and torch.equal(first, load_images(dirs, 24))
+    load_images(dirs, 20, cache_dir=tmp_path)  # another size is another file
+    assert len(list((tmp_path / "images").glob("pretext-pool-*.npy"))) == 2
+
+
+def test_restoring_stage_scales_changes_outputs_only_by_a_factor_per_stage():
+    from benchharness.backbones import STAGES, build
+    from benchharness.data.pretext_pool import restore_stage_scales, stage_rms
+    torch.manual_seed(0)
+    reference, net = build("alexnet-small"), build("alexnet-small")
+    with torch.no_grad():  # a trained trunk whose scale drifted: shrink conv2, blow up conv4
+        for stage, factor in (("conv2", 0.1), ("conv4", 7.0)):
+            layer = net.stage(stage).conv
+            layer.weight.mul_(factor)
+            layer.bias.mul_(factor)
+    x = torch.randn(16, 3, 64, 64)
+    with torch.no_grad():
+        before = {s: net.forward_to(x, s).clone() for s in STAGES}
+    fc7_weight = net.fc7.fc.weight.clone()
+    learned = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6")
+    info = restore_stage_scales(net, reference, x, learned)
+    rms, target = stage_rms(net, x), stage_rms(reference, x)
+    with torch.no_grad():
+        for stage in learned:
+            assert rms[stage] == pytest.approx(target[stage], rel=1e-4)
+            after = net.forward_to(x, stage)
+            factor = info["factors"][stage]
+            assert factor > 0 and torch.allclose(after, factor * before[stage], rtol=1e-4, atol=1e-5)
+    assert info["factors"]["conv2"] > 5  # the shrunk stage was scaled back up
+    assert torch.equal(net.fc7.fc.weight, fc7_weight)  # an unlearned stage is left alone
+
+
+def test_patch_input_too_small_for_the_trunk_is_refused(tiny_world, tmp_path):
+    ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path, "alexnet-small",
+                     config={"patch_input": 16, "steps": 1})
+    with pytest.raises(ValueError, match="patch_input 16 is too small"):
+        context.pretrain(ctx)
+
+
+def killed_after(steps: int):
+    """A progress reporter that stops a pretraining loop (as a kill would) before step ``steps``."""
+    def progress(iterable, desc="", **_):
+        if not desc.startswith("pretrain"):
+            return iterable
+
+        def run():
+            for i, item in enumerate(iterable):
+                if i == steps:
+                    raise KeyboardInterrupt("killed")
+                yield item
+        return run()
+    return progress
+
+
+def test_pretraining_resumes_from_its_checkpoint(tiny_world, tmp_path):
+    cfg = {"steps": 3, "batch_size": 4, "eval_grids": 1, "checkpoint_every": 2}
+
+    def ctx(state, progress=None, log=print):
+        return RunContext(torch.device("cpu"), 0, tiny_world, tmp_path / "cache", "alexnet-small",
+                          config=cfg, state_dir=state, progress=progress, log=log)
+
+    full = context.pretrain(ctx(tmp_path / "a"))
+    with pytest.raises(KeyboardInterrupt):
+        context.pretrain(ctx(tmp_path / "b", killed_after(2)))  # after the step-2 checkpoint
+    assert (tmp_path / "b" / "progress.pt").is_file()
+    logs = []
+    resumed = context.pretrain(ctx(tmp_path / "b", log=logs.append))
+    assert any("resuming context pretraining at step 3" in line for line in logs)
+    for key, value in full.network.state_dict().items():
+        assert torch.allclose(value, resumed.network.state_dict()[key], atol=1e-5), key

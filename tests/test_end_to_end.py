@@ -1,5 +1,6 @@
-"""Slow: the embedded default for real. Supervised must beat random on the small world, and so must
-the video and sound methods."""
+"""Slow: the embedded default for real. Supervised must beat random on the small world by 10
+points, every self-supervised method must learn its pretext and beat random, and BiGAN must
+reconstruct better than its untrained-encoder baseline."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ def test_supervised_beats_random_on_the_small_world(tmp_path):
         pretexts[r["method"]] = r["pretext"]
         assert r["status"] == "ok"
     assert values["supervised"] >= values["random"] + 10, values
-    # the video and sound methods fill their rows, learn their pretext and transfer better than random
-    for method in ("tracking", "sound"):
+    # the self-supervised methods fill their rows, learn their pretext and transfer better than random
+    for method, margin in (("tracking", 0.1), ("sound", 0.1), ("context", 0.1), ("colorization", 0.02)):
         assert values[method] > values["random"] + 1, values
-        assert pretexts[method]["value"] > pretexts[method]["chance"] + 0.1, pretexts[method]
+        assert pretexts[method]["value"] > pretexts[method]["chance"] + margin, pretexts[method]
+    # BiGAN's fc8 transfer is volatile at this budget (about random); its pretext is not
+    assert "lower is better" in pretexts["bigan"]["metric"]
+    assert pretexts["bigan"]["value"] < 0.9 * pretexts["bigan"]["chance"], pretexts["bigan"]

@@ -56,6 +56,23 @@ class EpochCheckpoint:
         torch.save(state, buffer)
         atomic.write_bytes(self.file, buffer.getvalue())
 
+    def save_training(self, model, optimizer, scheduler, generator: torch.Generator, **extra) -> None:
+        """Save a training loop's whole state: the model, optimizer, scheduler and random
+        generator, plus ``extra`` (the epoch or step reached, ...)."""
+        self.save({"model": model.state_dict(), "opt": optimizer.state_dict(),
+                   "sched": scheduler.state_dict(), "gen": generator.get_state(), **extra})
+
+    def resume_training(self, model, optimizer, scheduler, generator: torch.Generator) -> dict | None:
+        """Restore what :meth:`save_training` saved into the given objects; returns the saved
+        state (for its ``extra`` entries), or None when there is nothing to resume."""
+        state = self.load()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["opt"])
+            scheduler.load_state_dict(state["sched"])
+            generator.set_state(state["gen"])
+        return state
+
     def clear(self) -> None:
         """Remove the saved state (once the final result is stored)."""
         if self.file is not None:

@@ -123,12 +123,8 @@ def pretrain(ctx: RunContext) -> Representation:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
     checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.load()
+    state = checkpoint.resume_training(model, opt, sched, gen)
     if state is not None:  # resume a killed pretraining where it stopped
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
         first = state["step"]
         ctx.log(f"resuming colorization pretraining at step {first + 1}")
     start = time.perf_counter()
@@ -152,8 +148,7 @@ def pretrain(ctx: RunContext) -> Representation:
         if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
             guard.check(sum(window) / len(window), step)
             window = []
-            checkpoint.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                             "sched": sched.state_dict(), "gen": gen.get_state()})
+            checkpoint.save_training(model, opt, sched, gen, step=step + 1)
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, images[held_idx], quantizer, weights, size, out_hw, ctx)
     scale = None

@@ -176,12 +176,8 @@ def pretrain(ctx: RunContext) -> Representation:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
     checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.load()
+    state = checkpoint.resume_training(model, opt, sched, gen)
     if state is not None:  # resume a killed pretraining where it stopped
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
         first = state["step"]
         ctx.log(f"resuming context pretraining at step {first + 1}")
     batches = _batches(train_idx, cfg["batch_size"], gen,
@@ -205,9 +201,8 @@ def pretrain(ctx: RunContext) -> Representation:
         if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
             guard.check(sum(window) / len(window), step)
             window = []
-            checkpoint.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                             "sched": sched.state_dict(), "gen": gen.get_state(),
-                             "order": batches.order, "position": batches.position})
+            checkpoint.save_training(model, opt, sched, gen, step=step + 1, order=batches.order,
+                                       position=batches.position)
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, images[held_idx], grid, patch_input, cfg, convention, ctx)
     scale = None

@@ -127,12 +127,8 @@ def pretrain(ctx: RunContext) -> Representation:
                                                 pct_start=0.15)
     gen = torch.Generator().manual_seed(ctx.seed)
     checkpoint, guard, first_epoch = ctx.epoch_checkpoint(), LossGuard("sound pretraining"), 0
-    state = checkpoint.load()
+    state = checkpoint.resume_training(model, opt, sched, gen)
     if state is not None:  # resume a killed pretraining where it stopped
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
         first_epoch = state["epoch"] + 1
         ctx.log(f"resuming sound pretraining at epoch {first_epoch + 1}")
     start = time.perf_counter()
@@ -154,8 +150,7 @@ def pretrain(ctx: RunContext) -> Representation:
             sched.step()
             total += loss.item()
         guard.check(total / steps, epoch)
-        checkpoint.save({"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
-                         "sched": sched.state_dict(), "gen": gen.get_state()})
+        checkpoint.save_training(model, opt, sched, gen, epoch=epoch)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total / steps:.3f}")
     train_seconds = time.perf_counter() - start

@@ -1,5 +1,6 @@
-"""Helpers shared by training loops: a guard against NaN or exploding losses, and resumable
-progress (an atomic checkpoint after every epoch, so a killed pretraining resumes)."""
+"""Helpers shared by training loops: a guard against NaN or exploding losses, resumable
+progress (an atomic checkpoint after every epoch, so a killed pretraining resumes), and the
+epoch loop of SGD under a one-cycle schedule that the epoch-based pretext methods share."""
 
 from __future__ import annotations
 
@@ -77,3 +78,55 @@ class EpochCheckpoint:
         """Remove the saved state (once the final result is stored)."""
         if self.file is not None:
             self.file.unlink(missing_ok=True)
+
+
+class OneCycleEpochs:
+    """The epochs of SGD (momentum, weight decay) under a one-cycle learning-rate schedule,
+    saved after every epoch so that a killed run resumes at the next one.
+
+    ``cfg`` holds ``epochs``, ``lr``, ``momentum`` and ``weight_decay``. Iterating yields the
+    epochs still to run with the model in training mode; call :meth:`step` once per minibatch.
+    After each epoch the loop checks the epoch's mean loss (:class:`LossGuard`), saves the model,
+    optimizer, schedule and :attr:`generator` (the one source of randomness the loop should
+    draw from) and shows the loss on the progress bar, with :attr:`postfix` beside it.
+    """
+
+    def __init__(self, ctx, model: torch.nn.Module, cfg: dict, steps_per_epoch: int, what: str,
+                 pct_start: float):
+        self.model = model
+        self.steps_per_epoch = steps_per_epoch
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                         weight_decay=cfg["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=pct_start)
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+        self.postfix: dict[str, str] = {}
+        self._guard = LossGuard(f"{what} pretraining")
+        self._checkpoint = ctx.epoch_checkpoint()
+        state = self._checkpoint.resume_training(model, self.optimizer, self.scheduler, self.generator)
+        self.first_epoch = 0 if state is None else state["epoch"] + 1
+        if state is not None:
+            ctx.log(f"resuming {what} pretraining at epoch {self.first_epoch + 1}")
+        self._bar = ctx.bar(range(self.first_epoch, cfg["epochs"]), desc=f"pretrain {what}",
+                            initial=self.first_epoch, total=cfg["epochs"])
+        self._total = 0.0
+
+    def __iter__(self):
+        for epoch in self._bar:
+            self.model.train()
+            self._total = 0.0
+            yield epoch
+            mean = self._total / self.steps_per_epoch
+            self._guard.check(mean, epoch)
+            self._checkpoint.save_training(self.model, self.optimizer, self.scheduler, self.generator,
+                                           epoch=epoch)
+            if hasattr(self._bar, "set_postfix"):
+                self._bar.set_postfix(loss=f"{mean:.3f}", **self.postfix)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimisation step on a minibatch's ``loss`` (backward, SGD, schedule)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self._total += loss.item()

@@ -43,7 +43,7 @@ from benchharness.data.sound_texture import TextureStatistics, standardise
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import OneCycleEpochs
 
 DEFAULTS = {
     "epochs": 30, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
@@ -120,39 +120,19 @@ def pretrain(ctx: RunContext) -> Representation:
     model = nn.Sequential(network, nn.Linear(network.out_dim, outputs)).to(ctx.device)
     convention = InputConvention()
     frames = clips.frames  # uint8 [N, T, S, S, 3]
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                          weight_decay=cfg["weight_decay"])
-    steps = max(1, len(train_idx) // cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["epochs"] * steps,
-                                                pct_start=0.15)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, guard, first_epoch = ctx.epoch_checkpoint(), LossGuard("sound pretraining"), 0
-    state = checkpoint.resume_training(model, opt, sched, gen)
-    if state is not None:  # resume a killed pretraining where it stopped
-        first_epoch = state["epoch"] + 1
-        ctx.log(f"resuming sound pretraining at epoch {first_epoch + 1}")
+    loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train_idx) // cfg["batch_size"]), "sound",
+                          pct_start=0.15)
+    gen = loop.generator
     start = time.perf_counter()
-    bar = ctx.bar(range(first_epoch, cfg["epochs"]), desc="pretrain sound", initial=first_epoch,
-                  total=cfg["epochs"])
-    for epoch in bar:
-        model.train()
+    for _ in loop:
         order = torch.randperm(len(train_idx), generator=gen)
-        total = 0.0
-        for step in range(steps):
+        for step in range(loop.steps_per_epoch):
             rows = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
             picked = torch.randint(0, frames.shape[1], (len(rows),), generator=gen)
             images = frames[train_idx[rows], picked].permute(0, 3, 1, 2)
             x = random_crop_batch(images, size, gen, scale=tuple(cfg["crop_scale"]))
-            loss = _loss(model(convention.normalise(x.to(ctx.device))), train_y[rows].to(ctx.device), binary)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        guard.check(total / steps, epoch)
-        checkpoint.save_training(model, opt, sched, gen, epoch=epoch)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{total / steps:.3f}")
+            logits = model(convention.normalise(x.to(ctx.device)))
+            loop.step(_loss(logits, train_y[rows].to(ctx.device), binary))
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, frames[held_idx], held_y, cfg, size, convention, ctx)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=STAGES, meta={

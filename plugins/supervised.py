@@ -20,7 +20,7 @@ from benchharness.data.folders import load_image_folder
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import OneCycleEpochs
 
 DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
             "crop_scale": (0.35, 1.0), "source_dir": None, "seed": 0}
@@ -45,38 +45,17 @@ def pretrain(ctx: RunContext) -> Representation:
     head = nn.Linear(network.out_dim, len(classes))
     model = nn.Sequential(network, head).to(ctx.device)
     convention = InputConvention()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                          weight_decay=cfg["weight_decay"])
-    steps = max(1, len(images) // cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["epochs"] * steps,
-                                                pct_start=0.15)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, guard, first_epoch = ctx.epoch_checkpoint(), LossGuard("supervised pretraining"), 0
-    state = checkpoint.resume_training(model, opt, sched, gen)
-    if state is not None:  # resume a killed pretraining where it stopped
-        first_epoch = state["epoch"] + 1
-        ctx.log(f"resuming supervised pretraining at epoch {first_epoch + 1}")
+    loop = OneCycleEpochs(ctx, model, cfg, max(1, len(images) // cfg["batch_size"]), "supervised",
+                          pct_start=0.15)
+    gen = loop.generator
     start = time.perf_counter()
-    bar = ctx.bar(range(first_epoch, cfg["epochs"]), desc="pretrain supervised",
-                  initial=first_epoch, total=cfg["epochs"])
-    for epoch in bar:
-        model.train()
+    for _ in loop:
         order = torch.randperm(len(images), generator=gen)
-        total = 0.0
-        for step in range(steps):
+        for step in range(loop.steps_per_epoch):
             idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
             x = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"]))
             logits = model(convention.normalise(x.to(ctx.device)))
-            loss = nn.functional.cross_entropy(logits, targets[idx].to(ctx.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        guard.check(total / steps, epoch)
-        checkpoint.save_training(model, opt, sched, gen, epoch=epoch)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{total / steps:.3f}")
+            loop.step(nn.functional.cross_entropy(logits, targets[idx].to(ctx.device)))
     pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, ctx)
     return Representation(network.cpu(), ctx.backbone, convention, meta={
         "pretrain_data": str(train_dir), "pretrain_images": len(images),

@@ -43,7 +43,7 @@ from benchharness.data.tracks import DETECTORS, TRACKERS, TrackedPairs, mine_pai
 from benchharness.data.transforms import crop_batch
 from benchharness.interfaces import DataError, Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import OneCycleEpochs
 
 DEFAULTS = {
     "epochs": 10, "batch_size": 32, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
@@ -160,26 +160,15 @@ def pretrain(ctx: RunContext) -> Representation:
     convention = InputConvention()
     model = TripletNet(network, cfg["embedding_dim"]).to(ctx.device)
     initial = held_out_accuracy(model, clips.frames, held, size, convention, ctx)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                          weight_decay=cfg["weight_decay"])
-    steps = max(1, len(train) // cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["epochs"] * steps,
-                                                pct_start=0.2)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, guard, first_epoch = ctx.epoch_checkpoint(), LossGuard("tracking pretraining"), 0
-    state = checkpoint.resume_training(model, opt, sched, gen)
-    if state is not None:  # resume a killed pretraining where it stopped
-        first_epoch = state["epoch"] + 1
-        ctx.log(f"resuming tracking pretraining at epoch {first_epoch + 1}")
+    loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train) // cfg["batch_size"]), "tracking",
+                          pct_start=0.2)
+    gen = loop.generator
     start = time.perf_counter()
-    bar = ctx.bar(range(first_epoch, cfg["epochs"]), desc="pretrain tracking", initial=first_epoch,
-                  total=cfg["epochs"])
-    for epoch in bar:
-        model.train()
+    for epoch in loop:
         hard = epoch >= cfg["warmup_epochs"]
+        loop.postfix["negatives"] = "hard" if hard else "random"
         order = torch.randperm(len(train), generator=gen).numpy()
-        total = 0.0
-        for step in range(steps):
+        for step in range(loop.steps_per_epoch):
             idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
             q = _patches(clips.frames, train.clip[idx], train.query_frame[idx], train.query[idx], size,
                          convention, gen, cfg["jitter"], ctx.device)
@@ -192,16 +181,7 @@ def pretrain(ctx: RunContext) -> Representation:
             keep = neg >= 0
             if not keep.any():  # every pair of the batch from one clip: no negative to rank
                 continue
-            loss = triplet_ranking_loss(eq[keep], et[keep], et[neg[keep]], cfg["margin"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        guard.check(total / steps, epoch)
-        checkpoint.save_training(model, opt, sched, gen, epoch=epoch)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{total / steps:.3f}", negatives="hard" if hard else "random")
+            loop.step(triplet_ranking_loss(eq[keep], et[keep], et[neg[keep]], cfg["margin"]))
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, clips.frames, held, size, convention, ctx)
     if pretext is not None and initial is not None:

@@ -118,6 +118,20 @@ def choose_negatives(query: torch.Tensor, candidates: torch.Tensor, clip: torch.
     return torch.where(valid.any(1), choice, torch.full_like(choice, -1))
 
 
+def batch_triplet_loss(query: torch.Tensor, tracked: torch.Tensor, negative: torch.Tensor,
+                       margin: float) -> torch.Tensor | None:
+    """:func:`triplet_ranking_loss` of a batch, ``tracked[negative[i]]`` the negative of query i
+    (from :func:`choose_negatives`; queries with -1 left out); None when no query has one."""
+    keep = negative >= 0
+    if not keep.any():
+        return None
+    # index_select, not tracked[negative]: the backward of indexing with repeated indices (one
+    # negative shared by several queries) accumulates in a thread-dependent order on CPU, which
+    # made two runs with the same seed differ
+    negatives = tracked.index_select(0, negative[keep])
+    return triplet_ranking_loss(query[keep], tracked[keep], negatives, margin)
+
+
 def _patches(frames: torch.Tensor, clip: np.ndarray, frame: np.ndarray, boxes: np.ndarray, size: int,
              convention: InputConvention, generator: torch.Generator | None, jitter: float,
              device: torch.device) -> torch.Tensor:
@@ -178,10 +192,9 @@ def pretrain(ctx: RunContext) -> Representation:
             eq, et = emb[:len(idx)], emb[len(idx):]
             neg = choose_negatives(eq, et, torch.as_tensor(train.clip[idx]).to(ctx.device), cfg["negatives"],
                                    hard, gen)
-            keep = neg >= 0
-            if not keep.any():  # every pair of the batch from one clip: no negative to rank
-                continue
-            loop.step(triplet_ranking_loss(eq[keep], et[keep], et[neg[keep]], cfg["margin"]))
+            loss = batch_triplet_loss(eq, et, neg, cfg["margin"])
+            if loss is not None:  # None: every pair of the batch from one clip, no negative to rank
+                loop.step(loss)
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, clips.frames, held, size, convention, ctx)
     if pretext is not None and initial is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +105,33 @@ def test_triplet_loss_by_hand():
     assert tracking.triplet_ranking_loss(q, t, n, 0.0).item() == pytest.approx(0.1)
     # scale does not matter for the cosine distance
     assert tracking.triplet_ranking_loss(3 * q, 2 * t, 5 * n, 0.5).item() == pytest.approx(0.35)
+
+
+def test_batch_loss_gradient_is_the_same_every_time_with_shared_negatives():
+    # Several queries share one negative; the old tracked[negative] indexing accumulated its
+    # gradient in a thread-dependent order, so identical runs drifted apart.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        query = torch.nn.functional.normalize(torch.randn(64, 1024, generator=g), dim=1)
+        tracked = torch.nn.functional.normalize(torch.randn(64, 1024, generator=g), dim=1)
+        negative = torch.randint(0, 4, (64,), generator=g)
+        negative[:3] = -1  # queries without a negative are left out
+
+        def gradient():
+            t = tracked.clone().requires_grad_()
+            tracking.batch_triplet_loss(query, t, negative, margin=2.0).backward()
+            return t.grad
+
+        first = gradient()
+        assert all(torch.equal(first, gradient()) for _ in range(100))
+        keep = negative >= 0
+        expected = tracking.triplet_ranking_loss(query[keep], tracked[keep], tracked[negative[keep]], 2.0)
+        assert torch.allclose(tracking.batch_triplet_loss(query, tracked, negative, 2.0), expected)
+        assert tracking.batch_triplet_loss(query, tracked, torch.full((64,), -1), 2.0) is None
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_negatives_come_from_other_clips_and_hard_ones_are_the_closest():

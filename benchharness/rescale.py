@@ -36,12 +36,14 @@ from .backbones import STAGES, AlexNetTrunk
 CHUNK = 128  # images per forward pass, to bound memory
 
 
+def stage_layer(network: AlexNetTrunk, name: str) -> nn.Module:
+    """The Conv2d / Linear layer of one trunk stage."""
+    return next(m for m in network.stage(name).modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
 def affine_layers(network: AlexNetTrunk, head: nn.Module | None = None) -> list[tuple[str, nn.Module]]:
     """The (name, Conv2d/Linear) layers of the trunk in forward order, then ``head`` if given."""
-    layers = []
-    for name in STAGES:
-        mods = [m for m in network.stage(name).modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        layers.append((name, mods[0]))
+    layers = [(name, stage_layer(network, name)) for name in STAGES]
     if head is not None:
         layers.append(("head", head))
     return layers

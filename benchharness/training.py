@@ -15,23 +15,35 @@ from . import atomic
 
 
 class LossGuard:
-    """Raises FloatingPointError when a loss is NaN/infinite or grows past ``factor`` x its first value."""
+    """Raises FloatingPointError when a loss is NaN/infinite or grows past ``factor`` x its first
+    value; ``unit`` names what the loop counts in its messages ("epoch" or "step")."""
 
-    def __init__(self, what: str, factor: float = 1e3, floor: float = 1.0):
+    def __init__(self, what: str, factor: float = 1e3, floor: float = 1.0, unit: str = "epoch"):
         self.what = what
+        self.unit = unit
         self.factor = factor
         self.floor = floor
         self.first: float | None = None
 
-    def check(self, loss: float, epoch: int) -> None:
-        """Check one epoch's mean loss."""
+    def check(self, loss: float, index: int) -> None:
+        """Check the mean loss of epoch (or step) ``index`` (0-based)."""
         if not math.isfinite(loss):
-            raise FloatingPointError(f"{self.what}: loss became {loss} in epoch {epoch + 1}")
+            raise FloatingPointError(f"{self.what}: loss became {loss} in {self.unit} {index + 1}")
         if self.first is None:
             self.first = loss
         elif abs(loss) > self.factor * max(abs(self.first), self.floor):
-            raise FloatingPointError(f"{self.what}: loss exploded to {loss:.4g} in epoch {epoch + 1} "
-                                     f"(first epoch: {self.first:.4g})")
+            raise FloatingPointError(f"{self.what}: loss exploded to {loss:.4g} in {self.unit} {index + 1} "
+                                     f"(first {self.unit}: {self.first:.4g})")
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, scheduler, loss: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on a minibatch's ``loss`` (backward, optimizer, schedule); returns
+    the loss detached, to be summed on the device without a host sync per step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
 
 
 class EpochCheckpoint:
@@ -116,7 +128,7 @@ class OneCycleEpochs:
             self.model.train()
             self._total = 0.0
             yield epoch
-            mean = self._total / self.steps_per_epoch
+            mean = float(self._total) / self.steps_per_epoch
             self._guard.check(mean, epoch)
             self._checkpoint.save_training(self.model, self.optimizer, self.scheduler, self.generator,
                                            epoch=epoch)
@@ -125,8 +137,4 @@ class OneCycleEpochs:
 
     def step(self, loss: torch.Tensor) -> None:
         """One optimisation step on a minibatch's ``loss`` (backward, SGD, schedule)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        self._total += loss.item()
+        self._total += sgd_step(self.optimizer, self.scheduler, loss)

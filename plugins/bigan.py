@@ -53,6 +53,7 @@ from benchharness.data.pretext_pool import (default_image_dirs, load_images, res
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
+from benchharness.rescale import stage_layer
 from benchharness.training import LossGuard
 
 DEFAULTS = {
@@ -93,11 +94,6 @@ def _levels(size: int) -> int:
     return int(math.log2(size // 4))
 
 
-def _affine(trunk: nn.Module, stage: str) -> nn.Module:
-    """The Conv2d / Linear layer of one trunk stage."""
-    return next(m for m in trunk.stage(stage).modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-
-
 class Encoder(nn.Module):
     """The trunk through fc7 (ReLU'd, as every task reads it) and a linear map to ``z``.
 
@@ -118,7 +114,7 @@ class Encoder(nn.Module):
         self._hooks = []
         if batch_norm:
             for stage in STAGES[1:]:
-                layer = _affine(trunk, stage)
+                layer = stage_layer(trunk, stage)
                 width = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
                 norm = (nn.BatchNorm2d if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d)(width)
                 self.norms[stage] = norm
@@ -155,7 +151,7 @@ class Encoder(nn.Module):
         """Merge every BatchNorm (its running statistics, scale and shift) into the layer before
         it and detach it: W <- W g / s, b <- (b - m) g / s + beta with s = sqrt(var + eps)."""
         for stage, norm in self.norms.items():
-            layer = _affine(self.trunk, stage)
+            layer = stage_layer(self.trunk, stage)
             factor = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             layer.weight.mul_(factor.view(-1, *([1] * (layer.weight.dim() - 1))))
             layer.bias.copy_((layer.bias - norm.running_mean) * factor + norm.bias)
@@ -291,7 +287,7 @@ def pretrain(ctx: RunContext) -> Representation:
         first = state["step"]
         ctx.log(f"resuming bigan pretraining at step {first + 1}")
     start = time.perf_counter()
-    guard, running = LossGuard("bigan pretraining"), {"D": None, "EG": None}
+    guard, running = LossGuard("bigan pretraining", unit="step"), {"D": None, "EG": None}
     window = {"D": 0.0, "EG": 0.0, "n": 0}
     for m in (encoder, gen_net, disc):
         m.train()

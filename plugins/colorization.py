@@ -129,7 +129,7 @@ def pretrain(ctx: RunContext) -> Representation:
         ctx.log(f"resuming colorization pretraining at step {first + 1}")
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("colorization pretraining"), None, []
+    guard, running, window = LossGuard("colorization pretraining", unit="step"), None, []
     bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain colorization", initial=first,
                   total=cfg["steps"])
     for step in bar:

@@ -184,7 +184,7 @@ def pretrain(ctx: RunContext) -> Representation:
                        *((state["order"], state["position"]) if state is not None else ()))
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("context pretraining"), None, []
+    guard, running, window = LossGuard("context pretraining", unit="step"), None, []
     bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain context", initial=first, total=cfg["steps"])
     for step in bar:
         a, b, labels = make_pairs(images[next(batches)], grid, patch_input, cfg, convention, gen,
@@ -218,8 +218,8 @@ def pretrain(ctx: RunContext) -> Representation:
 
 
 class _batches:
-    """Endless batches of ``indices``, reshuffled at every pass; ``state()`` and the ``order`` /
-    ``position`` arguments let a resumed run continue the same sequence."""
+    """Endless batches of ``indices``, reshuffled at every pass; the ``order`` / ``position``
+    attributes, saved and passed back, let a resumed run continue the same sequence."""
 
     def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator,
                  order: torch.Tensor | None = None, position: int = 0):

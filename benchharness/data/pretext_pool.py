@@ -18,6 +18,7 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..interfaces import DataError
+from ..rescale import stage_layer
 from ..suite import config_hash
 from .datasets import locate_source, locate_unlabelled
 from .folders import load_image_folder, load_image_pool
@@ -125,7 +126,7 @@ def restore_stage_scales(network, reference, images: torch.Tensor, stages: Seque
     for name in STAGES[:last + 1]:
         if name in stages and before[name] > 0:
             cumulative = target[name] / before[name]
-        layer = next(m for m in network.stage(name).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+        layer = stage_layer(network, name)
         layer.weight.mul_(cumulative / previous)
         layer.bias.mul_(cumulative)
         factors[name] = cumulative

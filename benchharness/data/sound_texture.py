@@ -6,7 +6,7 @@ Hilbert envelope is taken, downsampled to ``envelope_rate`` and compressed (``**
 cochlea does). A clip is then summarised by, per band: the envelope's mean, its coefficient of
 variation (spread relative to the mean), and the share of its variance in each octave-wide
 modulation band (2-4, 4-8 ... Hz); and, between every two bands, the correlation of their
-envelopes. :func:`statistic_names` names every dimension of :func:`texture_statistics`.
+envelopes. :meth:`TextureStatistics.statistic_names` names every dimension of its output.
 """
 
 from __future__ import annotations
@@ -112,11 +112,6 @@ class TextureStatistics:
                   for i, j in zip(*np.triu_indices(self.bands, k=1))]
         names += [f"mod[{c:.0f}Hz,{lo}-{hi}Hz]" for c in self.centres for lo, hi in self.modulation_bands]
         return names
-
-
-def texture_statistics(audio: np.ndarray, sample_rate: int, **kwargs) -> np.ndarray:
-    """Shorthand for ``TextureStatistics(sample_rate, **kwargs)(audio)``."""
-    return TextureStatistics(sample_rate, **kwargs)(audio)
 
 
 def standardise(features: np.ndarray, mean: np.ndarray | None = None,

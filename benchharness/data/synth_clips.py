@@ -29,7 +29,7 @@ import numpy as np
 from .. import atomic
 from ..interfaces import DataError
 from .classes import VOC_CLASSES
-from .synth import CLASS_STYLES, _background, _draw_distractors, _draw_object, _rng, _to_uint8
+from .synth import CLASS_STYLES, _background, _draw_distractors, _draw_object, _identity, _rng, _to_uint8
 from .synth_sound import make_sound
 from .video import write_clip
 
@@ -226,10 +226,6 @@ def make_clip(rng: np.random.Generator, cls: int, size: ClipSize) -> SynthClip:
             boxes[number - 1].append(_box(ids == number))
         video[f] = _to_uint8(grain, image)
     return SynthClip(video, audio, [VOC_CLASSES[a.cls] for a in actors], boxes)
-
-
-def _identity(iterable, **_kwargs):
-    return iterable
 
 
 def write_clips(out: Path | str, seed: int, size: str | ClipSize,

@@ -35,7 +35,7 @@ from ..interfaces import ClsGroundTruth, Predictions, RunContext, Task, Transfer
 from ..representation import Representation
 from ..rescale import rescale_trunk
 from ..suite import config_hash
-from ..training import LossGuard
+from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .crop_bank import CropBank, cached_features, compute_features
 
@@ -232,11 +232,7 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
             # as Caffe's SigmoidCrossEntropyLoss: summed over classes, averaged over images
             idx_d = idx.to(device)
             loss = (loss_fn(logits.float(), targets[idx_d]) * weights[idx_d]).sum() / len(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.detach()  # summed on the device: no host sync per step
+            running += sgd_step(opt, sched, loss)
         epoch_loss = float(running) / steps_per_epoch
         guard.check(epoch_loss, epoch)
     return epoch_loss

@@ -32,7 +32,7 @@ from ..evaluators.ground_truth import det_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
-from ..training import LossGuard
+from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
 from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss
@@ -174,11 +174,7 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
                 cls_logits, deltas = net(batch, rois)
             cls_loss, box_loss = fast_rcnn_loss(cls_logits, deltas, labels, targets)
             loss = cls_loss + box_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.detach()  # summed on the device: no host sync per step
+            running += sgd_step(opt, sched, loss)
         epoch_loss = float(running) / steps
         guard.check(epoch_loss, epoch)
     return epoch_loss

@@ -29,7 +29,7 @@ from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import DataError, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
-from ..training import LossGuard
+from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
 from .fcn import FCN32s
@@ -156,11 +156,7 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
             with autocast(device, cfg.amp):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_LABEL)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.detach()  # summed on the device: no host sync per step
+            running += sgd_step(opt, sched, loss)
         epoch_loss = float(running) / steps
         guard.check(epoch_loss, epoch)
     return epoch_loss

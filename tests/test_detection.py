@@ -181,7 +181,7 @@ def test_bad_proposal_files_are_named(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match=r"boxes\.npz: not a readable \.npz"):
         proposals.load_proposals_file(bad)
-    with pytest.raises(DataError, match="no voc2007_test.mat or voc2007_test.npz"):
+    with pytest.raises(DataError, match="none of voc2007_test.mat, voc2007_test.npz in this folder"):
         proposals.split_proposals(["1"], None, "voc2007_test", tmp_path, {}, source=str(tmp_path))
     mat = tmp_path / "other.mat"
     scipy.io.savemat(mat, {"x": np.zeros(2)})
@@ -221,3 +221,123 @@ def test_a_truncated_mat_file_is_named(tmp_path):
     bad.write_bytes(b"MATLAB 5.0 MAT-file")
     with pytest.raises(DataError, match=r"voc_2007_test\.mat: not a readable \.mat file"):
         proposals.load_proposals_file(bad)
+
+
+# --- reference protocol: Fast R-CNN's file names, multi-scale, iterations ----------------------
+
+def _fast_rcnn_mat(path, cells, images=None):
+    """A .mat as Fast R-CNN's selective_search_data holds it: a cell array of (y1, x1, y2, x2)."""
+    boxes = np.empty(len(cells), dtype=object)
+    for k, c in enumerate(cells):
+        boxes[k] = np.asarray(c, dtype=np.float64).reshape(-1, 4)
+    data = {"boxes": boxes}
+    if images is not None:
+        names = np.empty(len(images), dtype=object)
+        names[:] = images
+        data["images"] = names
+    scipy.io.savemat(path, data)
+
+
+def test_fast_rcnn_selective_search_data_folder_is_read_by_its_own_names(tmp_path):
+    # Fast R-CNN's loader takes cell i for the split's i-th id and reorders (1, 0, 3, 2); a
+    # file without 'images' is read the same way
+    folder = tmp_path / "selective_search_data"
+    folder.mkdir()
+    _fast_rcnn_mat(folder / "voc_2007_trainval.mat", [[[3, 2, 30, 20]], [[1, 1, 5, 9], [2, 4, 6, 8]]])
+    boxes, cached = proposals.split_proposals(["000005", "000007"], None, "voc2007_trainval",
+                                              tmp_path, {}, source=str(folder),
+                                              file_names=["voc_2007_trainval"])
+    assert cached
+    np.testing.assert_array_equal(boxes[0], [[2, 3, 20, 30]])
+    np.testing.assert_array_equal(boxes[1], [[1, 1, 9, 5], [4, 2, 8, 6]])
+    # VOC 1-based (2, 3, 20, 30) is Fast R-CNN's 0-based (1, 2, 19, 29): width 19, height 28
+    c = proposals.to_continuous(boxes[0])
+    assert (c[0, 2] - c[0, 0]).item() == 19 and (c[0, 3] - c[0, 1]).item() == 28
+
+
+def test_a_mat_file_with_the_wrong_number_of_cells_is_named(tmp_path):
+    path = tmp_path / "voc_2007_test.mat"
+    _fast_rcnn_mat(path, [[[1, 1, 4, 4]], [[1, 1, 4, 4]]])
+    with pytest.raises(DataError, match=r"voc_2007_test\.mat: 2 box arrays for the 3 images of the split"):
+        proposals.split_proposals(["1", "2", "3"], None, "voc2007_test", tmp_path, {}, source=str(path))
+    _fast_rcnn_mat(path, [[[1, 1, 4, 4]]], images=["1", "2"])
+    with pytest.raises(DataError, match=r"voc_2007_test\.mat: 1 box arrays for 2 images"):
+        proposals.load_proposals_file(path)
+
+
+def test_a_path_per_split_overrides_the_common_proposals():
+    cfg = detection.DetConfig.from_mapping({"proposals": "/a", "proposals_test": "/t.mat"}, "all")
+    assert cfg.proposals_for("test") == "/t.mat" and cfg.proposals_for("trainval") == "/a"
+
+
+def test_pyramid_level_is_the_scale_closest_to_224_squared():
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0],   # area 1e4
+                          [0.0, 0.0, 300.0, 200.0],   # area 6e4
+                          [10.0, 10.0, 20.0, 30.0]])  # area 200
+    factors = [0.8, 1.6, 2.4]
+    # by hand: |area * f^2 - 50176| for each factor
+    # 1e4: 6400, 25600, 57600 -> |.-50176| = 43776, 24576, 7424 -> level 2
+    # 6e4: 38400, 153600, 345600 -> 11776, 103424, 295424 -> level 0
+    # 200: 128, 512, 1152 -> the largest factor -> level 2
+    assert detection.pyramid_levels(boxes, factors).tolist() == [2, 0, 2]
+
+
+def test_multi_scale_training_picks_scales_from_the_list(monkeypatch):
+    data = detection.DetSplit(
+        ["a", "b"], [torch.zeros(3, 100, 200, dtype=torch.uint8)] * 2, [(100, 200)] * 2,
+        [torch.tensor([[0.0, 0.0, 50.0, 50.0]])] * 2, [torch.tensor([[0.0, 0.0, 50.0, 50.0]])] * 2,
+        [torch.tensor([1])] * 2)
+    seen = []
+
+    def fake_batch(images, convention, device, sizes):
+        seen.extend(sizes)
+        return torch.zeros(len(images), 3, 8, 8)
+
+    monkeypatch.setattr(detection, "normalised_batch", fake_batch)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.input = None
+
+        def forward(self, x, rois):
+            return self.w.expand(len(rois), 21) * 1.0, self.w.expand(len(rois), 84) * 1.0
+
+        def param_groups(self, representation, lr, lr_pretrained):
+            return [{"params": [self.w], "lr": lr}]
+
+    cfg = detection.DetConfig(scales=(50, 75, 100), max_size=1000, iterations=30, images_per_batch=1,
+                              rois_per_image=4)
+    ctx = RunContext(torch.device("cpu"), 0, None, None, "x", config={})
+    detection.train(Net(), None, data, cfg, ctx)
+    assert len(seen) == 30
+    assert {h for h, _ in seen} == {50, 75, 100}  # short side 100 -> each scale, width doubled
+    assert all(w == 2 * h for h, w in seen)
+    cfg = detection.DetConfig(scales=(50, 75, 100), max_size=120, iterations=4, images_per_batch=1)
+    seen.clear()
+    detection.train(Net(), None, data, cfg, ctx)
+    assert all(w <= 120 for _, w in seen)
+
+
+def test_caffe_step_schedule_divides_every_stepsize_iterations():
+    from benchharness.tasks.settings import step_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = step_schedule(opt, 10, lr_steps=1, step_at=0.8, stepsize=4)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01])  # 1 * 0.1^floor(it/4)
+
+
+def test_multi_scale_detection_on_the_tiny_world(tiny_world, tmp_path):
+    rep = Representation(build("alexnet-small"), "alexnet-small")
+    ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path, "alexnet-small",
+                     config={"iterations": 3, "scales": [64, 96], "test_scales": [64, 96, 128],
+                             "max_size": 200, "rois_per_image": 16, "stepsize": 2})
+    out = detection.transfer(rep, "all", ctx)
+    assert out.info["iterations"] == 3 and out.info["test_scales"] == [64, 96, 128]
+    assert out.info["detections"] > 0

@@ -5,12 +5,16 @@ Protocols, over the representation's fixed stage names:
 - ``all``: everything fine-tunes (the published column);
 - ``fc6-8``: conv1..conv5 frozen; fc6, fc7 and the new heads train.
 
-Training follows Fast R-CNN: single scale (the short side resized to ``scale`` pixels, the long
-side at most ``max_size``), horizontal flips, minibatches of ``images_per_batch`` images x
+Training follows Fast R-CNN: each image's short side resized to ``scale`` pixels, or to one of
+``scales`` picked at random per image and iteration (multi-scale training), the long side at
+most ``max_size``; horizontal flips; minibatches of ``images_per_batch`` images x
 ``rois_per_image`` RoIs of which 25% foreground (IoU >= 0.5 with a ground-truth box, the
 ground-truth boxes themselves included) and the rest background (IoU in [0.1, 0.5)); softmax +
-smooth-L1 multi-task loss; SGD with momentum and step decay. 'difficult' objects are left out
-of training, as in Fast R-CNN. Testing: every proposal scored, boxes regressed per class,
+smooth-L1 multi-task loss; SGD with momentum and step decay, for ``epochs`` or (``iterations``
+> 0) that many minibatches, the rate divided by 10 every ``stepsize`` iterations when set. 'difficult' objects are left out
+of training, as in Fast R-CNN. Testing: every proposal scored at ``test_scales`` (default: the training scales); with several,
+each image runs as a pyramid and each proposal is scored at the one scale where its area is
+closest to 224 x 224 (Fast R-CNN's ``_project_im_rois``). Boxes regressed per class,
 per-class NMS at IoU 0.3, at most 100 detections per image. Proposals come from selective
 search (cached on disk, see :mod:`.proposals`) or from a user file (``proposals = PATH``).
 Scored with ``voc07-11pt`` (``coco-ap50`` in ``per_metric``).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,12 +54,17 @@ class DetConfig:
     year: str = "2007"
     train_split: str = "trainval"
     test_split: str = "test"
-    scale: int = 600  # short side of the network's input, in pixels
+    scale: int = 600  # short side of the network's input, in pixels (when `scales` is empty)
+    scales: tuple[int, ...] = ()  # training short sides, one picked at random per image
+    test_scales: tuple[int, ...] = ()  # test image pyramid; empty: the training scales
     max_size: int = 1000  # cap on the long side
     proposals: str = "selective_search"  # or a .mat / .npz file (or a folder of <split>.mat|npz)
+    proposals_trainval: str = ""  # the trainval split's file (overrides `proposals`)
+    proposals_test: str = ""  # the test split's file (overrides `proposals`)
     ss_mode: str = "fast"
     ss_workers: int = 2
     epochs: int = 16
+    iterations: int = 0  # minibatches to train; 0: `epochs` passes over the split
     images_per_batch: int = 2
     rois_per_image: int = 64
     fg_fraction: float = 0.25
@@ -68,6 +78,7 @@ class DetConfig:
     weight_decay: float = 5e-4
     lr_steps: int = 1  # lr / 10 this many times, evenly spaced (Fast R-CNN: once, at 80%)
     step_at: float = 0.8  # with one step: when, as a fraction of training
+    stepsize: int = 0  # Caffe's step policy: lr / 10 every `stepsize` iterations (overrides lr_steps)
     test_batch: int = 8
     score_thresh: float = 0.01
     nms: float = 0.3
@@ -79,127 +90,177 @@ class DetConfig:
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "DetConfig":
         """Top-level keys of the task's suite section, overridden by its ``[protocol]`` table."""
-        return from_suite_section(cls, "voc07-det", PROTOCOLS, config, protocol)
+        cfg = from_suite_section(cls, "voc07-det", PROTOCOLS, config, protocol)
+        for name in ("scale", "max_size", "iterations", "stepsize", "epochs"):
+            if getattr(cfg, name) < 0 or (name in ("scale", "max_size") and getattr(cfg, name) == 0):
+                raise ValueError(f"voc07-det: {name} must be positive, got {getattr(cfg, name)}")
+        if any(s <= 0 for s in (*cfg.scales, *cfg.test_scales)):
+            raise ValueError(f"voc07-det: scales must be positive, got {cfg.scales} / {cfg.test_scales}")
+        return cfg
+
+    @property
+    def train_scales(self) -> tuple[int, ...]:
+        """Short sides training picks from."""
+        return tuple(self.scales) or (self.scale,)
+
+    @property
+    def pyramid(self) -> tuple[int, ...]:
+        """Short sides of the test image pyramid."""
+        return tuple(self.test_scales) or self.train_scales
+
+    def proposals_for(self, split: str) -> str:
+        """The proposals source of ``split``: its own setting, else ``proposals``."""
+        return getattr(self, f"proposals_{split}", "") or self.proposals
 
 
 @dataclass
 class DetSplit:
-    """One split ready for Fast R-CNN: the decoded images (resized to ``resized`` only when
-    batched, which keeps a real split's memory at its JPEGs' decoded size), per-image scale,
-    proposals and boxes (continuous, in the resized frame), and the original sizes."""
+    """One split ready for Fast R-CNN: the decoded images (resized only when batched, to the
+    scale drawn for that batch, which keeps a real split's memory at its JPEGs' decoded size),
+    proposals and boxes (continuous, in the original image's pixels), and the original sizes."""
 
     image_ids: list[str]
     images: list[torch.Tensor]  # uint8 [3, h, w], as decoded
-    scales: list[float]
     sizes: list[tuple[int, int]]  # original (height, width)
-    resized: list[tuple[int, int]]  # (height, width) the network sees
     proposals: list[torch.Tensor]
     gt_boxes: list[torch.Tensor]
     gt_labels: list[torch.Tensor]
 
 
 def image_scale(height: int, width: int, scale: int, max_size: int) -> float:
-    """Fast R-CNN's single-scale factor: short side to ``scale``, long side at most ``max_size``."""
+    """Fast R-CNN's factor for one scale: short side to ``scale``, long side at most ``max_size``."""
     factor = scale / min(height, width)
     if round(factor * max(height, width)) > max_size:
         factor = max_size / max(height, width)
     return factor
 
 
+def resized_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """(height, width) of an image of ``size`` resized by ``factor``."""
+    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+
+
+def pyramid_levels(boxes: torch.Tensor, factors: Sequence[float], target_area: float = 224 * 224
+                   ) -> torch.Tensor:
+    """Per box (continuous, original frame) the index of the factor whose scaled box area is
+    closest to ``target_area`` (Fast R-CNN's ``_project_im_rois``: 224 x 224, the network's
+    pretraining input)."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    scaled = areas[:, None] * torch.tensor(factors, dtype=areas.dtype)[None, :] ** 2
+    return (scaled - target_area).abs().argmin(1)
+
+
 def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig,
                ctx: RunContext) -> tuple[DetSplit, bool]:
-    """Decode, resize and attach proposals to every image of ``split``; (split, proposals cached)."""
+    """Decode every image of ``split`` and attach its proposals; (split, proposals cached)."""
     ids = list(gt.image_ids)
     boxes, cached = split_proposals(
         ids, lambda i: devkit.image_path(cfg.year, i), f"voc{cfg.year}_{split}",
         Path(ctx.cache_dir) / "proposals", {"devkit": str(devkit.root.resolve()), "year": cfg.year},
-        cfg.proposals, cfg.ss_mode, cfg.ss_workers, ctx.progress, ctx.log)
-    out = DetSplit(ids, [], [], [], [], [], [], [])
+        cfg.proposals_for(split), cfg.ss_mode, cfg.ss_workers, ctx.progress, ctx.log,
+        file_names=[f"voc_{cfg.year}_{split}"])
+    out = DetSplit(ids, [], [], [], [], [])
     for image_id, props in zip(ctx.bar(ids, desc=f"load VOC{cfg.year} {split}", leave=False), boxes):
         image = devkit.load_image(cfg.year, image_id)
-        h, w = image.shape[-2:]
-        s = image_scale(h, w, cfg.scale, cfg.max_size)
         out.images.append(image)
-        out.scales.append(s)
-        out.sizes.append((h, w))
-        out.resized.append((max(1, round(h * s)), max(1, round(w * s))))
+        out.sizes.append(tuple(image.shape[-2:]))
         p = to_continuous(props)
-        p = p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])]
-        out.proposals.append(p * s)
+        out.proposals.append(p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])])
         objs = [o for o in gt.objects[image_id] if not o.difficult and o.class_name in CLASS_INDEX]
-        out.gt_boxes.append(to_continuous(np.array([o.box for o in objs]).reshape(-1, 4)) * s)
+        out.gt_boxes.append(to_continuous(np.array([o.box for o in objs]).reshape(-1, 4)))
         out.gt_labels.append(torch.tensor([CLASS_INDEX[o.class_name] for o in objs], dtype=torch.int64))
     return out, cached
 
 
+def training_steps(n_images: int, cfg: DetConfig) -> tuple[int, int]:
+    """(minibatches per pass over the split, minibatches in all)."""
+    per_pass = max(1, n_images // cfg.images_per_batch)
+    return per_pass, (cfg.iterations or cfg.epochs * per_pass)
+
+
 def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: DetConfig,
           ctx: RunContext) -> float:
-    """Fit Fast R-CNN on ``data``; returns the last epoch's mean loss."""
+    """Fit Fast R-CNN on ``data``; returns the mean loss of the last pass over the split."""
     device = ctx.device
     sampler = RoiSampler(cfg.rois_per_image, cfg.fg_fraction, cfg.fg_iou, cfg.bg_low)
     opt = torch.optim.SGD(model.param_groups(representation, cfg.lr, cfg.lr_pretrained),
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps = max(1, len(data.images) // cfg.images_per_batch)
-    sched = step_schedule(opt, cfg.epochs * steps, cfg.lr_steps, cfg.step_at)
+    per_pass, total = training_steps(len(data.images), cfg)
+    sched = step_schedule(opt, total, cfg.lr_steps, cfg.step_at, cfg.stepsize)
     gen = torch.Generator().manual_seed(ctx.seed)
+    scales = cfg.train_scales
     net = prepare_model(model, device)
     model.train()
-    epoch_loss, guard = float("nan"), LossGuard("voc07-det training")
-    for epoch in ctx.bar(range(cfg.epochs), desc="train", leave=False):
-        order = torch.randperm(len(data.images), generator=gen)
-        flips = torch.rand(len(data.images), generator=gen) < 0.5
-        running = 0.0
-        for step in range(steps):
-            idx = order[step * cfg.images_per_batch:(step + 1) * cfg.images_per_batch].tolist()
-            images, rois, labels, targets = [], [], [], []
-            for k, i in enumerate(idx):
-                image, props, gt = data.images[i], data.proposals[i], data.gt_boxes[i]
-                if cfg.gt_as_proposals:
-                    props = torch.cat([props, gt])
-                if cfg.flip and flips[i]:
-                    w = data.resized[i][1]
-                    image = image.flip(-1)
-                    props = torch.stack([w - props[:, 2], props[:, 1], w - props[:, 0], props[:, 3]], 1)
-                    gt = torch.stack([w - gt[:, 2], gt[:, 1], w - gt[:, 0], gt[:, 3]], 1)
-                sample = sampler(props, gt, data.gt_labels[i])
-                images.append(image)
-                rois.append(torch.cat([torch.full((len(sample.boxes), 1), float(k)), sample.boxes], 1))
-                labels.append(sample.labels)
-                targets.append(sample.targets)
-            rois, labels, targets = (torch.cat(t).to(device) for t in (rois, labels, targets))
-            if len(labels) == 0:
-                continue
+    pass_loss, guard = float("nan"), LossGuard("voc07-det training")
+    running = 0.0
+    for it in ctx.bar(range(total), desc="train", leave=False):
+        step = it % per_pass
+        if step == 0:
+            order = torch.randperm(len(data.images), generator=gen)
+            flips = torch.rand(len(data.images), generator=gen) < 0.5
+            picks = torch.randint(len(scales), (len(data.images),), generator=gen)
+            running = 0.0
+        idx = order[step * cfg.images_per_batch:(step + 1) * cfg.images_per_batch].tolist()
+        images, sizes, rois, labels, targets = [], [], [], [], []
+        for k, i in enumerate(idx):
+            factor = image_scale(*data.sizes[i], scales[int(picks[i])], cfg.max_size)
+            size = resized_size(data.sizes[i], factor)
+            image, props, gt = data.images[i], data.proposals[i] * factor, data.gt_boxes[i] * factor
+            if cfg.gt_as_proposals:
+                props = torch.cat([props, gt])
+            if cfg.flip and flips[i]:
+                w = size[1]
+                image = image.flip(-1)
+                props = torch.stack([w - props[:, 2], props[:, 1], w - props[:, 0], props[:, 3]], 1)
+                gt = torch.stack([w - gt[:, 2], gt[:, 1], w - gt[:, 0], gt[:, 3]], 1)
+            sample = sampler(props, gt, data.gt_labels[i])
+            images.append(image)
+            sizes.append(size)
+            rois.append(torch.cat([torch.full((len(sample.boxes), 1), float(k)), sample.boxes], 1))
+            labels.append(sample.labels)
+            targets.append(sample.targets)
+        rois, labels, targets = (torch.cat(t).to(device) for t in (rois, labels, targets))
+        if len(labels) > 0:
             with autocast(device, cfg.amp):
-                batch = normalised_batch(images, model.input, device, [data.resized[i] for i in idx])
+                batch = normalised_batch(images, model.input, device, sizes)
                 cls_logits, deltas = net(batch, rois)
             cls_loss, box_loss = fast_rcnn_loss(cls_logits, deltas, labels, targets)
-            loss = cls_loss + box_loss
-            running += sgd_step(opt, sched, loss)
-        epoch_loss = float(running) / steps
-        guard.check(epoch_loss, epoch)
-    return epoch_loss
+            running += sgd_step(opt, sched, cls_loss + box_loss)
+        else:
+            sched.step()  # an iteration all the same, as Caffe's schedule counts it
+        if step == per_pass - 1 or it == total - 1:
+            pass_loss = float(running) / (step + 1)
+            guard.check(pass_loss, it // per_pass)
+    return pass_loss
 
 
 @torch.no_grad()
 def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) -> dict[str, ClassDetections]:
     """Detections per class name, with VOC 1-based inclusive boxes in the original image's
-    pixels; image indices point into ``data.image_ids``."""
+    pixels; image indices point into ``data.image_ids``. Each image runs at every scale of
+    ``cfg.pyramid``, each proposal is scored at its :func:`pyramid_levels` level."""
     device, coder = ctx.device, box_coder()
     net = prepare_model(model, device).eval()
     found: list[tuple[torch.Tensor, ...]] = []  # (image index, score, box, label) per image
-    n = len(data.images)
-    for start in ctx.bar(range(0, n, cfg.test_batch), desc="detect", leave=False):
-        idx = list(range(start, min(n, start + cfg.test_batch)))
-        rois = torch.cat([torch.cat([torch.full((len(data.proposals[i]), 1), float(k)),
-                                     data.proposals[i]], 1) for k, i in enumerate(idx)]).to(device)
+    n, levels = len(data.images), len(cfg.pyramid)
+    per_batch = max(1, cfg.test_batch // levels)
+    for start in ctx.bar(range(0, n, per_batch), desc="detect", leave=False):
+        idx = list(range(start, min(n, start + per_batch)))
+        images, sizes, rois = [], [], []
+        for k, i in enumerate(idx):
+            factors = [image_scale(*data.sizes[i], s, cfg.max_size) for s in cfg.pyramid]
+            level = pyramid_levels(data.proposals[i], factors)
+            scale = torch.tensor(factors)[level][:, None]
+            rois.append(torch.cat([(k * levels + level)[:, None].float(), data.proposals[i] * scale], 1))
+            images += [data.images[i]] * levels
+            sizes += [resized_size(data.sizes[i], f) for f in factors]
         with autocast(device, cfg.amp):
-            batch = normalised_batch([data.images[i] for i in idx], model.input, device,
-                                     [data.resized[i] for i in idx])
-            cls_logits, deltas = net(batch, rois)
+            batch = normalised_batch(images, model.input, device, sizes)
+            cls_logits, deltas = net(batch, torch.cat(rois).to(device))
         offset = 0
         for i in idx:
             m = len(data.proposals[i])
-            props = data.proposals[i].to(device) / data.scales[i]  # decode in the original frame
+            props = data.proposals[i].to(device)  # deltas are scale-free: decode in the original frame
             boxes, scores, labels = detect(cls_logits[offset:offset + m], deltas[offset:offset + m],
                                            props, data.sizes[i], coder, cfg.score_thresh, cfg.nms,
                                            cfg.max_per_image)
@@ -240,7 +301,10 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
         info={"split": cfg.test_split, "year": cfg.year, "final_loss": final_loss,
               "train_images": len(train_data.images),
               "test_images": len(test_data.images), "frozen": list(model.frozen),
-              "epochs": cfg.epochs, "scale": cfg.scale, "proposals": cfg.proposals,
+              "epochs": cfg.epochs, "iterations": training_steps(len(train_data.images), cfg)[1],
+              "scales": list(cfg.train_scales), "test_scales": list(cfg.pyramid),
+              "max_size": cfg.max_size,
+              "proposals": {s: cfg.proposals_for(s) for s in (cfg.train_split, cfg.test_split)},
               "proposals_from_cache": c1 and c2,
               "proposals_per_image": float(np.mean(n_props)) if n_props else 0.0,
               "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp,

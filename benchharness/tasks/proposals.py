@@ -12,9 +12,9 @@ Sources:
   per split under ``<cache>/proposals/<key>/`` (the key hashes the devkit, year and mode), so
   every later job, seed and process reuses it.
 - **Precomputed files** given by the user: Fast R-CNN's per-split selective-search ``.mat``
-  files (``boxes``: a cell of ``[K, 4]`` arrays in MATLAB's 1-based ``(y1, x1, y2, x2)``,
-  ``images``: the ids), or an ``.npz`` mapping each image id to its ``(x1, y1, x2, y2)`` boxes in
-  the VOC convention (the format of the cache files, so a cache file is a valid input).
+  files (``voc_2007_trainval.mat``, ``voc_2007_test.mat``; ``boxes``: a cell of ``[K, 4]``
+  arrays in MATLAB's 1-based ``(y1, x1, y2, x2)``, ``images``: the ids, optional), or an ``.npz`` mapping each image id to its
+  ``(x1, y1, x2, y2)`` boxes in the VOC convention (the format of the cache files, so a cache file is a valid input).
 """
 
 from __future__ import annotations
@@ -118,8 +118,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def load_mat(path: Path) -> dict[str, np.ndarray]:
-    """Read Fast R-CNN's selective-search ``.mat`` (``boxes`` in ``(y1, x1, y2, x2)``, ``images``)."""
+def load_mat(path: Path, image_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Read Fast R-CNN's selective-search ``.mat``: ``boxes``, a cell of ``[K, 4]`` arrays in
+    MATLAB's 1-based ``(y1, x1, y2, x2)``, and ``images``, the ids they belong to.
+
+    Fast R-CNN itself (``pascal_voc._load_selective_search_roidb``) ignores ``images`` and takes
+    the i-th cell for the i-th id of the split; a file without ``images`` is read that way when
+    ``image_ids`` is given, and then its cell count must equal the split's size.
+    """
     import scipy.io
 
     try:
@@ -128,25 +134,32 @@ def load_mat(path: Path) -> dict[str, np.ndarray]:
         raise DataError(path, "proposals file not found") from None
     except (ValueError, OSError, NotImplementedError, TypeError, scipy.io.matlab.MatReadError) as exc:
         raise DataError(path, f"not a readable .mat file ({exc})") from None
-    if "boxes" not in data or "images" not in data:
+    if "boxes" not in data or ("images" not in data and image_ids is None):
         raise DataError(path, "expected variables 'boxes' and 'images' (Fast R-CNN's format)")
     boxes = data["boxes"].ravel()
-    images = data["images"].ravel()
-    if len(boxes) != len(images):
-        raise DataError(path, f"{len(boxes)} box arrays for {len(images)} images")
+    if "images" in data:
+        images = [str(np.asarray(name).ravel()[0]) for name in data["images"].ravel()]
+        if len(boxes) != len(images):
+            raise DataError(path, f"{len(boxes)} box arrays for {len(images)} images")
+    else:
+        images = list(image_ids)
+        if len(boxes) != len(images):
+            raise DataError(path, f"{len(boxes)} box arrays for the {len(images)} images of the "
+                                  "split (a file without 'images' must hold one per image, in "
+                                  "the split's order)")
     out = {}
-    for name, b in zip(images, boxes):
-        image_id = str(np.asarray(name).ravel()[0])
+    for image_id, b in zip(images, boxes):
         b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
-        out[image_id] = b[:, [1, 0, 3, 2]]
+        out[image_id] = b[:, [1, 0, 3, 2]]  # Fast R-CNN: raw[:, (1, 0, 3, 2)], then its own -1
     return out
 
 
-def load_proposals_file(path: Path | str) -> dict[str, np.ndarray]:
-    """Proposals from a user file: ``.mat`` (Fast R-CNN's) or ``.npz`` (image id -> boxes)."""
+def load_proposals_file(path: Path | str, image_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Proposals from a user file: ``.mat`` (Fast R-CNN's) or ``.npz`` (image id -> boxes);
+    ``image_ids`` (the split's, in order) serves ``.mat`` files without ``images``."""
     path = Path(path).expanduser()
     if path.suffix == ".mat":
-        return load_mat(path)
+        return load_mat(path, image_ids)
     if path.suffix == ".npz":
         return load_npz(path)
     raise DataError(path, "proposals must be a .mat (Fast R-CNN's selective search) or an .npz")
@@ -163,23 +176,26 @@ def _select(found: dict[str, np.ndarray], image_ids: Sequence[str], source: Path
 def split_proposals(image_ids: Sequence[str], image_path: Callable[[str], Path], split_name: str,
                     cache_root: Path, data_key: dict, source: str = "selective_search",
                     mode: str = "fast", workers: int = 2, progress=None,
-                    log: Callable[[str], None] = print) -> tuple[list[np.ndarray], bool]:
+                    log: Callable[[str], None] = print,
+                    file_names: Sequence[str] = ()) -> tuple[list[np.ndarray], bool]:
     """Proposals of every image of a split, in ``image_ids`` order; (boxes, came_from_cache).
 
     ``source`` is ``selective_search`` or a path to a ``.mat`` / ``.npz`` (or a folder holding
-    ``<split_name>.mat`` / ``.npz``). Selective search is cached under
-    ``cache_root / <hash of data_key and mode> / <split_name>.npz``; a lock keeps two processes
-    from computing the same split twice.
+    ``<name>.mat`` / ``.npz`` for the first of ``file_names``, then ``split_name``, that exists:
+    Fast R-CNN's ``selective_search_data`` folder names them ``voc_2007_trainval.mat``).
+    Selective search is cached under ``cache_root / <hash of data_key and mode> /
+    <split_name>.npz``; a lock keeps two processes from computing the same split twice.
     """
     if source != "selective_search":
         path = Path(source).expanduser()
         if path.is_dir():
-            candidates = [path / f"{split_name}{ext}" for ext in (".mat", ".npz")]
+            stems = list(dict.fromkeys([*file_names, split_name]))
+            candidates = [path / f"{stem}{ext}" for stem in stems for ext in (".mat", ".npz")]
             found = [c for c in candidates if c.is_file()]
             if not found:
-                raise DataError(path, f"no {split_name}.mat or {split_name}.npz in this folder")
+                raise DataError(path, f"none of {', '.join(c.name for c in candidates)} in this folder")
             path = found[0]
-        return _select(load_proposals_file(path), image_ids, path), True
+        return _select(load_proposals_file(path, image_ids), image_ids, path), True
     key = config_hash({**data_key, "mode": mode, "method": "opencv-selective-search"})
     cache_file = Path(cache_root) / key / f"{split_name}.npz"
 

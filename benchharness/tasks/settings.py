@@ -29,11 +29,16 @@ def from_suite_section(settings_class, task: str, protocols: Sequence[str], conf
 
 
 def step_schedule(optimizer: torch.optim.Optimizer, total_steps: int, lr_steps: int,
-                  step_at: float | None = None) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Divide the learning rate by 10 ``lr_steps`` times, evenly over ``total_steps``; a single
-    step happens at the fraction ``step_at`` of training when given (Fast R-CNN's and FCN's)."""
-    if lr_steps == 1 and step_at is not None:
+                  step_at: float | None = None, stepsize: int = 0,
+                  gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Multiply the learning rate by ``gamma`` every ``stepsize`` steps when ``stepsize`` is set
+    (Caffe's ``lr_policy: "step"``); otherwise ``lr_steps`` times, evenly over ``total_steps``,
+    a single step happening at the fraction ``step_at`` of training when given (Fast R-CNN's
+    and FCN's). ``lr_steps = 0`` without ``stepsize`` is Caffe's ``fixed`` policy."""
+    if stepsize > 0:
+        milestones = list(range(stepsize, total_steps, stepsize))
+    elif lr_steps == 1 and step_at is not None:
         milestones = [max(1, round(total_steps * step_at))]
     else:
         milestones = [round(total_steps * (i + 1) / (lr_steps + 1)) for i in range(lr_steps)]
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=gamma)

@@ -341,3 +341,16 @@ def test_multi_scale_detection_on_the_tiny_world(tiny_world, tmp_path):
     out = detection.transfer(rep, "all", ctx)
     assert out.info["iterations"] == 3 and out.info["test_scales"] == [64, 96, 128]
     assert out.info["detections"] > 0
+
+
+def test_conv5_stride_with_caffe_pools_and_lrn():
+    """Caffe's rounded-up pools and CaffeNet's LRN leave Fast R-CNN's spatial scale at 1/16."""
+    trunk = build("alexnet")
+    for name in ("conv1", "conv2", "conv5"):
+        trunk.stage(name).pool.ceil_mode = True
+    for name in ("conv1", "conv2"):
+        trunk.stage(name).add_module("norm", torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0))
+    model = FastRCNN(Representation(trunk, "alexnet"), 20)
+    assert model.spatial_scale == 1 / 16
+    # a 227 x 227 input gives Caffe's 13 x 13 conv5 (conv1 55 -> pool1 27 -> pool2 13)
+    assert model.conv5(torch.zeros(1, 3, 227, 227)).shape[-2:] == (13, 13)

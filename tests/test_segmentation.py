@@ -137,6 +137,7 @@ def test_sbd_masks_are_read_and_val_images_left_out(tmp_path):
         scipy.io.savemat(root / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": mask}})
         Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(root / "img" / f"{image_id}.jpg")
     found = list(segmentation.read_sbd(root, exclude={"2008_000002"}))
+    assert [i for i, _, _ in segmentation.read_sbd(root, set(), splits=("train",))] == ["2008_000001", "2008_000002"]
     assert [i for i, _, _ in found] == ["2008_000001", "2008_000003"]  # once each, excluded out
     image_id, image, mask = found[1]
     assert image.shape == (3, 5, 7) and mask.shape == (5, 7)
@@ -147,3 +148,159 @@ def test_sbd_masks_are_read_and_val_images_left_out(tmp_path):
     (root / "val.txt").unlink()
     with pytest.raises(Exception, match=r"val.txt: SBD split file missing"):
         list(segmentation.read_sbd(root, exclude=set()))
+
+
+# --- the reference protocol: SBD, seg11valid, FCN-AlexNet's solver -------------------------------
+
+def _split(root, year, name, ids):
+    path = root / f"VOC{year}" / "ImageSets" / "Segmentation" / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids))
+
+
+def test_seg11valid_is_val_minus_sbd_train(tmp_path):
+    from benchharness.data.sbd import seg11valid
+    from benchharness.data.voc import VOCDevkit
+    from benchharness.interfaces import DataError
+
+    devkit_root, sbd = tmp_path / "VOCdevkit", tmp_path / "sbd"
+    sbd.mkdir()
+    (sbd / "train.txt").write_text("2008_000002\n2008_000004\n2009_000001\n")
+    (sbd / "val.txt").write_text("2008_000001\n")
+    _split(devkit_root, "2012", "val", ["2008_000001", "2008_000002", "2008_000003", "2008_000004",
+                                        "2010_000009"])
+    devkit = VOCDevkit(devkit_root)
+    ids, source = seg11valid(devkit, "2012", str(sbd))
+    assert ids == ["2008_000001", "2008_000003", "2010_000009"]  # SBD val stays: only train is out
+    assert source == "VOC2012 Segmentation val minus SBD train (3 images)"
+    # FCN's own derivation: VOC2011's val, when the devkit holds it
+    _split(devkit_root, "2011", "val", ["2008_000001", "2008_000002", "2008_000003"])
+    ids, source = seg11valid(devkit, "2012", str(sbd))
+    assert ids == ["2008_000001", "2008_000003"] and source.startswith("VOC2011")
+    # a seg11valid.txt in the devkit wins
+    _split(devkit_root, "2012", "seg11valid", ["2008_000003"])
+    ids, source = seg11valid(devkit, "2012", "")
+    assert ids == ["2008_000003"] and source.startswith("read from")
+    (devkit_root / "VOC2012" / "ImageSets" / "Segmentation" / "seg11valid.txt").unlink()
+    with pytest.raises(DataError, match=r"seg11valid\.txt: seg11valid is not in the devkit; set sbd_root"):
+        seg11valid(devkit, "2012", "")
+
+
+def test_loss_normalisation_follows_caffe_softmax_with_loss():
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]],     # image 0: 2 classes x 1 x 2 pixels
+                           [[[0.0, 0.0]], [[3.0, 0.0]]]])    # image 1
+    labels = torch.tensor([[[0, 255]], [[1, 0]]])
+    # by hand: -log softmax at the labelled pixels
+    # image 0 pixel 0, label 0: log(1 + e^-2); image 1 pixel 0, label 1: log(1 + e^-3);
+    # image 1 pixel 1, label 0 on (0, 0): log 2
+    total = np.log1p(np.exp(-2)) + np.log1p(np.exp(-3)) + np.log(2)
+    loss = segmentation.segmentation_loss
+    assert loss(logits, labels, "valid").item() == pytest.approx(total / 3, rel=1e-6)
+    assert loss(logits, labels, "batch_size").item() == pytest.approx(total / 2, rel=1e-6)
+    assert loss(logits, labels, "none").item() == pytest.approx(total, rel=1e-6)
+    with pytest.raises(ValueError, match="loss_normalization must be one of"):
+        segmentation.SegConfig.from_mapping({"loss_normalization": "mean"}, "all")
+
+
+def test_iter_size_steps_once_on_the_mean_of_its_minibatches(monkeypatch):
+    """Caffe's iter_size: two minibatches of one image, one SGD step on the mean gradient."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+            self.input = None
+
+        def forward(self, x):  # logits = w_c * pixel value, per class
+            return self.w.view(1, 2, 1, 1) * x[:, :1]
+
+        def param_groups(self, lr, lr_pretrained):
+            return [{"params": [self.w], "lr": lr}]
+
+    monkeypatch.setattr(segmentation, "normalised_batch",
+                        lambda images, convention, device: torch.stack([i.float() for i in images]))
+    images = [torch.full((3, 1, 1), 1, dtype=torch.uint8), torch.full((3, 1, 1), 2, dtype=torch.uint8)]
+    masks = [torch.tensor([[1]], dtype=torch.uint8), torch.tensor([[0]], dtype=torch.uint8)]
+    cfg = segmentation.SegConfig(iterations=1, batch_size=1, iter_size=2, lr=0.5, momentum=0.0,
+                                 weight_decay=0.0, lr_steps=0, flip=False)
+    net = Net()
+    ctx = RunContext(torch.device("cpu"), 0, None, None, "x", config={})
+    segmentation.train(net, images, masks, cfg, ctx)
+    # at w = 0 both classes have p = 1/2; d loss / d w_c = x * (p_c - [c == label])
+    # image 1 (x = 1, label 1): (0.5, -0.5); image 2 (x = 2, label 0): (-1, 1); mean (-0.25, 0.25)
+    torch.testing.assert_close(net.w.detach(), torch.tensor([0.125, -0.125]))
+
+
+def _caffe_like(backbone="alexnet-small"):
+    """A trunk with Caffe's rounded-up pools and CaffeNet's LRN after pool1 and pool2."""
+    trunk = build(backbone)
+    for name in ("conv1", "conv2", "conv5"):
+        trunk.stage(name).pool.ceil_mode = True
+    for name in ("conv1", "conv2"):
+        trunk.stage(name).add_module("norm", torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0))
+    return trunk
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 77), (113, 160)])
+def test_fcn_geometry_with_ceil_mode_pools_and_lrn(size):
+    from benchharness.tasks.fcn import output_length
+
+    torch.manual_seed(0)
+    model = FCN32s(Representation(_caffe_like(), "alexnet-small"), 21).eval()
+    with torch.no_grad():
+        model.score.weight.normal_()
+        x = model.input.normalise(torch.rand(1, 3, *size))
+        out = model(x)
+        # the predicted coarse size equals the network's own
+        h, w = size
+        coarse = model.fc6(model.conv5(F.pad(x, (model.pad_before, 0, model.pad_before, 0))))
+        assert coarse.shape[-2:] == (output_length(model.layers[:-2], h + model.pad_before),
+                                     output_length(model.layers[:-2], w + model.pad_before))
+    assert out.shape == (1, 21, *size) and out.abs().sum() > 0
+
+
+def test_ceil_mode_output_length_by_hand():
+    from benchharness.tasks.fcn import output_length
+
+    pool = torch.nn.MaxPool2d(3, 2, ceil_mode=True)
+    # Caffe: ceil((n - 3) / 2) + 1: 55 -> 27, 56 -> 28, 13 -> 6, 14 -> 7
+    assert [output_length([pool], n) for n in (55, 56, 13, 14)] == [27, 28, 6, 7]
+    assert [pool(torch.zeros(1, 1, 3, n)).shape[-1] for n in (55, 56, 13, 14)] == [27, 28, 6, 7]
+
+
+def test_fixed_upsampling_is_not_trained():
+    model = FCN32s(Representation(build("alexnet-small"), "alexnet-small"), 21, train_upsampling=False)
+    before = model.upscore.weight.detach().clone()
+    model(model.input.normalise(torch.rand(1, 3, 64, 64))).sum().backward()
+    assert model.upscore.weight.grad is None
+    assert all(p is not model.upscore.weight for g in model.param_groups(0.01, 0) for p in g["params"])
+    torch.testing.assert_close(model.upscore.weight, before)
+
+
+def test_reference_setup_sbd_train_and_seg11valid_on_the_tiny_world(tiny_world, tmp_path):
+    """FCN's setup: SBD train alone trains, seg11valid = VOC2012 val minus SBD train scores."""
+    import scipy.io
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+
+    devkit = VOCDevkit(locate_devkit(tiny_world))
+    val = devkit.read_split("2012", "val", "Segmentation")
+    train = devkit.read_split("2012", "train", "Segmentation")
+    sbd = tmp_path / "sbd"
+    (sbd / "cls").mkdir(parents=True)
+    (sbd / "img").mkdir()
+    sbd_train = train[:3] + val[:1]
+    (sbd / "train.txt").write_text("\n".join(sbd_train) + "\n")
+    (sbd / "val.txt").write_text("\n".join(train[3:5]) + "\n")
+    for image_id in sbd_train + train[3:5]:
+        scipy.io.savemat(sbd / "cls" / f"{image_id}.mat",
+                         {"GTcls": {"Segmentation": devkit.read_mask("2012", image_id)}})
+        (sbd / "img" / f"{image_id}.jpg").write_bytes(devkit.image_path("2012", image_id).read_bytes())
+    rep = Representation(build("alexnet-small"), "alexnet-small")
+    ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path / "cache", "alexnet-small",
+                     config={"iterations": 2, "batch_size": 1, "iter_size": 2, "voc_train": False,
+                             "sbd_root": str(sbd), "sbd_splits": ["train"], "test_split": "seg11valid",
+                             "lr_steps": 0, "flip": False, "train_upsampling": False})
+    out = segmentation.transfer(rep, "all", ctx)
+    assert out.info["train_images"] == out.info["sbd_images"] == 4
+    assert list(out.ground_truth.image_ids) == val[1:]
+    assert out.info["split_source"] == f"VOC2012 Segmentation val minus SBD train ({len(val) - 1} images)"
+    assert set(out.predictions.masks) == set(val[1:]) and out.info["iterations"] == 2

@@ -68,22 +68,33 @@ def geometry(layers) -> tuple[int, float]:
 
 
 def output_length(layers, n: int) -> int:
-    """Spatial length after ``layers`` of an input of length ``n`` (floor mode, as PyTorch)."""
+    """Spatial length after ``layers`` of an input of length ``n``, as PyTorch computes it:
+    rounded down, or up for pools with ``ceil_mode`` (Caffe's pooling), where a last window
+    that would start in the right padding is dropped."""
     for m in layers:
         k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
-        n = (n + 2 * p - k) // s + 1
+        if getattr(m, "ceil_mode", False):
+            out = -(-(n + 2 * p - k) // s) + 1
+            if (out - 1) * s >= n + p:
+                out -= 1
+            n = out
+        else:
+            n = (n + 2 * p - k) // s + 1
     return n
 
 
 class FCN32s(nn.Module):
-    """FCN-32s over the representation's trunk; ``frozen_conv`` fixes conv1..conv5 (``fc6-8``).
+    """FCN-32s over the representation's trunk; ``frozen_conv`` fixes conv1..conv5 (``fc6-8``),
+    ``train_upsampling = False`` keeps the bilinear upsampling fixed, as FCN does (``upscore``
+    with ``lr_mult: 0``).
 
     ``forward(x)`` takes a batch in the representation's input convention ``[B, C, H, W]``
     (:func:`.batching.normalised_batch`) and returns class scores ``[B, n_classes, H, W]``
     aligned with the input pixels.
     """
 
-    def __init__(self, representation: Representation, n_classes: int, frozen_conv: bool = False):
+    def __init__(self, representation: Representation, n_classes: int, frozen_conv: bool = False,
+                 train_upsampling: bool = True):
         super().__init__()
         trunk = copy.deepcopy(representation.network)
         self.input = representation.input
@@ -101,6 +112,7 @@ class FCN32s(nn.Module):
                                           bias=False)
         with torch.no_grad():
             self.upscore.weight.copy_(bilinear_kernel(n_classes, 2 * self.stride))
+        self.upscore.weight.requires_grad_(train_upsampling)
         # upsampled pixel j is centred on padded-input pixel j - centre + offset
         self._up_centre = (2 * self.stride - 1) / 2
         self.pad_before = max(0, math.ceil(self.offset - self._up_centre))
@@ -149,7 +161,8 @@ class FCN32s(nn.Module):
         stage_params = {name: list(self.convs[name].parameters()) for name in CONV_STAGES}
         stage_params["fc6"] = list(self.fc6.parameters())
         stage_params["fc7"] = list(self.fc7.parameters())
-        pretrained, new = [], [*self.score.parameters(), *self.upscore.parameters()]
+        pretrained = []
+        new = [p for p in (*self.score.parameters(), *self.upscore.parameters()) if p.requires_grad]
         for name in STAGES:
             params = [p for p in stage_params[name] if p.requires_grad]
             (pretrained if name in self.learned else new).extend(params)

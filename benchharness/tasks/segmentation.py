@@ -2,19 +2,24 @@
 
 Protocols: ``all`` (everything fine-tunes) and ``fc6-8`` (conv1..conv5 frozen).
 
-Training on ``ImageSets/Segmentation/train`` (plus, when ``sbd_root`` is set, the SBD images of
-Hariharan et al. 2011 that are not in the VOC 2012 val split, as FCN does): images at their own
-size (or the short side resized to ``scale``), mirrored at random, several padded into one
-minibatch; per-pixel softmax loss ignoring the void label 255 (and the padding); SGD with
-momentum and step decay. Testing on ``val``: class scores upsampled to the original image
-size, arg-max per pixel. Scored with ``miou`` (one confusion matrix over the whole split).
+Training on ``ImageSets/Segmentation/train`` (``voc_train``) plus, when ``sbd_root`` is set, the
+images of SBD's ``sbd_splits`` (Hariharan et al. 2011) that are not in the test split. FCN's
+reference (``voc-fcn-alexnet``) trains on SBD ``train`` alone and tests on ``seg11valid``
+(:mod:`..data.sbd`), which ``test_split = "seg11valid"`` selects. Images at their own size (or
+the short side resized to ``scale``), mirrored at random when ``flip``, ``batch_size`` padded
+into one minibatch; per-pixel softmax loss ignoring the void label 255 (and the padding),
+normalised as Caffe's ``SoftmaxWithLoss`` (``loss_normalization``); SGD with momentum, each
+step accumulating ``iter_size`` minibatches (Caffe's gradient accumulation), for ``epochs``
+or ``iterations`` steps, the rate fixed (``lr_steps = 0``), stepped or divided every
+``stepsize`` steps. Testing: class scores upsampled to the original image size, arg-max per
+pixel. Scored with ``miou`` (one confusion matrix over the whole split).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import torch
@@ -24,10 +29,11 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
 from ..data.classes import IGNORE_LABEL
-from ..data.voc import VOCDevkit, load_image, locate_devkit
+from ..data.sbd import SEG11VALID, read_sbd, seg11valid
+from ..data.voc import VOCDevkit, locate_devkit
 from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
-from ..interfaces import DataError, Predictions, RunContext, Task, TransferOutput
+from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, TransferOutput
 from ..representation import Representation
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
@@ -35,6 +41,7 @@ from .batching import normalised_batch
 from .fcn import FCN32s
 
 PROTOCOLS = ("all", "fc6-8")
+LOSS_NORMALIZATIONS = ("valid", "batch_size", "none")
 
 
 @dataclass
@@ -43,18 +50,25 @@ class SegConfig:
 
     year: str = "2012"
     train_split: str = "train"
-    test_split: str = "val"
+    test_split: str = "val"  # or "seg11valid" (FCN's; see data/sbd.py)
+    voc_train: bool = True  # the VOC train split trains
     sbd_root: str = ""  # SBD's benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt)
+    sbd_splits: tuple[str, ...] = ("train", "val")  # SBD splits that train (FCN: train)
     scale: int = 0  # short side of the network's input; 0: images at their own size
     epochs: int = 30
+    iterations: int = 0  # solver steps; 0: `epochs` passes over the training images
     batch_size: int = 8
+    iter_size: int = 1  # minibatches accumulated per solver step (Caffe's iter_size)
+    loss_normalization: str = "valid"  # Caffe's: valid (mean over labelled pixels), batch_size, none
     lr: float = 0.001
     lr_pretrained: float = 0.0  # lr of pretrained stages that train; 0: same as lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_steps: int = 1
+    lr_steps: int = 1  # 0: fixed rate (Caffe's "fixed" policy)
     step_at: float = 0.8
+    stepsize: int = 0  # Caffe's step policy: lr / 10 every `stepsize` steps (overrides lr_steps)
     flip: bool = True
+    train_upsampling: bool = True  # FCN fixes its bilinear upsampling (lr_mult 0)
     test_batch: int = 8
     amp: str = "auto"
     metric: str = "miou"
@@ -63,7 +77,17 @@ class SegConfig:
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "SegConfig":
         """Top-level keys of the task's suite section, overridden by its ``[protocol]`` table."""
-        return from_suite_section(cls, "voc12-seg", PROTOCOLS, config, protocol)
+        cfg = from_suite_section(cls, "voc12-seg", PROTOCOLS, config, protocol)
+        if cfg.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"voc12-seg: loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
+                             f"got {cfg.loss_normalization!r}")
+        for name in ("batch_size", "iter_size"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"voc12-seg: {name} must be at least 1, got {getattr(cfg, name)}")
+        if not cfg.voc_train and not (cfg.sbd_root and cfg.sbd_splits):
+            raise ValueError("voc12-seg: voc_train = false needs sbd_root and sbd_splits "
+                             "(nothing would train)")
+        return cfg
 
 
 def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: int):
@@ -78,46 +102,51 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: int):
     return image, mask
 
 
-def read_sbd(root: Path | str, exclude: set[str]):
-    """SBD's train + val images and class masks (``cls/<id>.mat``'s ``GTcls.Segmentation``),
-    leaving out the ids in ``exclude``; yields ``(image_id, image, mask)``."""
-    import scipy.io
-
-    root = Path(root).expanduser()
-    ids = []
-    for split in ("train", "val"):
-        path = root / f"{split}.txt"
-        if not path.is_file():
-            raise DataError(path, "SBD split file missing (expected benchmark_RELEASE/dataset)")
-        ids += [i for i in path.read_text().split() if i not in exclude]
-    for image_id in dict.fromkeys(ids):
-        mat_path = root / "cls" / f"{image_id}.mat"
-        try:
-            gt = scipy.io.loadmat(str(mat_path))["GTcls"]
-            mask = np.asarray(np.asarray(gt["Segmentation"]).ravel()[0], dtype=np.uint8)
-        except (OSError, KeyError, ValueError, IndexError, TypeError, scipy.io.matlab.MatReadError) as exc:
-            raise DataError(mat_path, f"cannot read the SBD mask ({exc})") from None
-        yield image_id, load_image(root / "img" / f"{image_id}.jpg"), mask
-
-
 def load_train(devkit: VOCDevkit, cfg: SegConfig, exclude: set[str], ctx: RunContext):
     """Training images (uint8 [3, h, w]) and masks (uint8 [h, w]) at the network's scale."""
-    gt = seg_ground_truth(devkit, cfg.year, cfg.train_split)
-    images, masks = [], []
-    for image_id in ctx.bar(gt.image_ids, desc=f"load VOC{cfg.year} {cfg.train_split}", leave=False):
-        image, mask = resize_pair(devkit.load_image(cfg.year, image_id),
-                                  torch.from_numpy(gt.mask(image_id)), cfg.scale)
-        images.append(image)
-        masks.append(mask)
+    images, masks, voc_ids = [], [], []
+    if cfg.voc_train:
+        gt = seg_ground_truth(devkit, cfg.year, cfg.train_split)
+        voc_ids = list(gt.image_ids)
+        for image_id in ctx.bar(voc_ids, desc=f"load VOC{cfg.year} {cfg.train_split}", leave=False):
+            image, mask = resize_pair(devkit.load_image(cfg.year, image_id),
+                                      torch.from_numpy(gt.mask(image_id)), cfg.scale)
+            images.append(image)
+            masks.append(mask)
     n_sbd = 0
-    if cfg.sbd_root:
-        for _, image, mask in ctx.bar(read_sbd(cfg.sbd_root, exclude | set(gt.image_ids)),
+    if cfg.sbd_root and cfg.sbd_splits:
+        for _, image, mask in ctx.bar(read_sbd(cfg.sbd_root, exclude | set(voc_ids), cfg.sbd_splits),
                                       desc="load SBD", leave=False):
             image, mask = resize_pair(image, torch.from_numpy(mask), cfg.scale)
             images.append(image)
             masks.append(mask)
             n_sbd += 1
     return images, masks, n_sbd
+
+
+def test_ground_truth(devkit: VOCDevkit, cfg: SegConfig) -> tuple[SegGroundTruth, str]:
+    """The test split's ground truth and where its ids came from."""
+    if cfg.test_split == SEG11VALID:
+        ids, source = seg11valid(devkit, cfg.year, cfg.sbd_root)
+        return SegGroundTruth(SEG_CLASSES, ids, partial(devkit.read_mask, cfg.year),
+                              ignore_label=IGNORE_LABEL), source
+    gt = seg_ground_truth(devkit, cfg.year, cfg.test_split)
+    return gt, f"ImageSets/Segmentation/{cfg.test_split}.txt"
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, normalization: str = "valid"
+                      ) -> torch.Tensor:
+    """Per-pixel softmax loss, summed over the labelled pixels (label 255 left out) and divided
+    as Caffe's ``SoftmaxWithLoss`` does: ``valid`` by their count (``normalize: true``),
+    ``batch_size`` by the number of images (``normalize: false``), ``none`` not at all."""
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL, reduction="sum")
+    if normalization == "valid":
+        return total / (labels != IGNORE_LABEL).sum().clamp(min=1)
+    if normalization == "batch_size":
+        return total / len(labels)
+    if normalization == "none":
+        return total
+    raise ValueError(f"loss normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
 
 
 def label_batch(masks, device) -> torch.Tensor:
@@ -131,35 +160,53 @@ def label_batch(masks, device) -> torch.Tensor:
     return y
 
 
+def training_steps(n_images: int, cfg: SegConfig) -> tuple[int, int]:
+    """(solver steps per pass over the training images, solver steps in all); a step takes
+    ``batch_size * iter_size`` images."""
+    per_pass = max(1, n_images // (cfg.batch_size * cfg.iter_size))
+    return per_pass, (cfg.iterations or cfg.epochs * per_pass)
+
+
 def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> float:
-    """Fit FCN-32s with the per-pixel softmax loss; returns the last epoch's mean loss."""
+    """Fit FCN-32s with the per-pixel softmax loss; returns the mean loss of the last pass
+    over the training images (per solver step)."""
     device = ctx.device
     opt = torch.optim.SGD(model.param_groups(cfg.lr, cfg.lr_pretrained), momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
-    steps = max(1, len(images) // cfg.batch_size)
-    total = cfg.epochs * steps
-    sched = step_schedule(opt, total, cfg.lr_steps, cfg.step_at)
+    per_pass, total = training_steps(len(images), cfg)
+    sched = step_schedule(opt, total, cfg.lr_steps, cfg.step_at, cfg.stepsize)
     gen = torch.Generator().manual_seed(ctx.seed)
     net = prepare_model(model, device)
     model.train()
-    epoch_loss, guard = float("nan"), LossGuard("voc12-seg training")
-    for epoch in ctx.bar(range(cfg.epochs), desc="train", leave=False):
-        order = torch.randperm(len(images), generator=gen)
-        flips = torch.rand(len(images), generator=gen) < 0.5
-        running = 0.0
-        for step in range(steps):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
+    pass_loss, guard = float("nan"), LossGuard("voc12-seg training")
+    running = 0.0
+    for it in ctx.bar(range(total), desc="train", leave=False):
+        step = it % per_pass
+        if step == 0:
+            order = torch.randperm(len(images), generator=gen).tolist()
+            flips = torch.rand(len(images), generator=gen) < 0.5
+            running = 0.0
+        # not training.sgd_step: Caffe's iter_size accumulates gradients over several
+        # minibatches and steps once on their mean
+        opt.zero_grad(set_to_none=True)
+        for micro in range(cfg.iter_size):
+            start = (step * cfg.iter_size + micro) * cfg.batch_size
+            idx = [order[k % len(images)] for k in range(start, start + cfg.batch_size)]
             flip = [cfg.flip and bool(flips[i]) for i in idx]
             x = normalised_batch([images[i].flip(-1) if f else images[i] for i, f in zip(idx, flip)],
                                  model.input, device)
             y = label_batch([masks[i].flip(-1) if f else masks[i] for i, f in zip(idx, flip)], device)
             with autocast(device, cfg.amp):
                 logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_LABEL)
-            running += sgd_step(opt, sched, loss)
-        epoch_loss = float(running) / steps
-        guard.check(epoch_loss, epoch)
-    return epoch_loss
+            loss = segmentation_loss(logits, y, cfg.loss_normalization) / cfg.iter_size
+            loss.backward()
+            running += loss.detach()
+        opt.step()
+        sched.step()
+        if step == per_pass - 1 or it == total - 1:
+            pass_loss = float(running) / (step + 1)
+            guard.check(pass_loss, it // per_pass)
+    return pass_loss
 
 
 @torch.no_grad()
@@ -192,11 +239,12 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     torch.manual_seed(ctx.seed)
     devkit = VOCDevkit(locate_devkit(ctx.data_root))
     t0 = time.perf_counter()
-    test_gt = seg_ground_truth(devkit, cfg.year, cfg.test_split)
+    test_gt, test_source = test_ground_truth(devkit, cfg)
     images, masks, n_sbd = load_train(devkit, cfg, set(test_gt.image_ids), ctx)
     reset_peak_memory(ctx.device)
     t_data = time.perf_counter() - t0
-    model = FCN32s(representation, len(SEG_CLASSES), frozen_conv=protocol == "fc6-8")
+    model = FCN32s(representation, len(SEG_CLASSES), frozen_conv=protocol == "fc6-8",
+                   train_upsampling=cfg.train_upsampling)
     final_loss = train(model, images, masks, cfg, ctx)
     t_train = time.perf_counter() - t0 - t_data
     predicted = predict(model, devkit, list(test_gt.image_ids), cfg, ctx)
@@ -206,10 +254,12 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
         ground_truth=test_gt, metric=cfg.metric, extra_metrics=cfg.extra_metrics,
         timing={"data": t_data, "train": t_train, "predict": t_total - t_data - t_train,
                 "transfer": t_total},
-        info={"split": cfg.test_split, "year": cfg.year, "final_loss": final_loss,
+        info={"split": cfg.test_split, "split_source": test_source, "year": cfg.year, "final_loss": final_loss,
               "train_images": len(images), "sbd_images": n_sbd,
               "test_images": len(test_gt.image_ids), "frozen": list(model.frozen),
-              "epochs": cfg.epochs, "scale": cfg.scale, "amp": cfg.amp,
+              "epochs": cfg.epochs, "iterations": training_steps(len(images), cfg)[1], "iter_size": cfg.iter_size,
+              "batch_size": cfg.batch_size, "loss_normalization": cfg.loss_normalization,
+              "scale": cfg.scale, "amp": cfg.amp,
               "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 

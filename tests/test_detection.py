@@ -346,6 +346,7 @@ def test_multi_scale_detection_on_the_tiny_world(tiny_world, tmp_path):
 def test_conv5_stride_with_caffe_pools_and_lrn():
     """Caffe's rounded-up pools and CaffeNet's LRN leave Fast R-CNN's spatial scale at 1/16."""
     trunk = build("alexnet")
+    trunk.conv1.conv.padding = (0, 0)  # CaffeNet's conv1 (torchvision's pads 2)
     for name in ("conv1", "conv2", "conv5"):
         trunk.stage(name).pool.ceil_mode = True
     for name in ("conv1", "conv2"):

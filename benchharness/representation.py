@@ -9,7 +9,7 @@ device, pretext measurement). Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import atomic
-from .backbones import STAGES, AlexNetTrunk, build
+from .backbones import STAGES, AlexNetTrunk, TrunkSpec, build
 from .interfaces import DataError
 
 FORMAT_VERSION = 1
@@ -29,13 +29,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class InputConvention:
     """How images must be prepared for the network.
 
-    ``mode`` is ``rgb`` (3 channels normalised with ``mean``/``std``) or ``lab-l`` (the L channel
-    of CIE Lab, for colorization-trained networks; ``mean``/``std`` then have one entry).
+    ``mode`` is ``rgb`` (3 colour channels) or ``lab-l`` (the L channel of CIE Lab, 0..100, for
+    colorization-trained networks; ``mean``/``std`` then have one entry). Colour pixels in
+    [0, 1] are multiplied by ``pixel_scale`` (255 for Caffe models), put in ``channel_order``
+    (``bgr`` for Caffe models), then ``(x - mean) / std`` per channel, with ``mean`` and ``std``
+    given in that order and on that scale. Caffe's convention is :data:`CAFFE_BGR`.
     """
 
     mode: str = "rgb"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    channel_order: str = "rgb"
+    pixel_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in ("rgb", "lab-l"):
+            raise ValueError(f"unknown input mode {self.mode!r}; choose rgb or lab-l")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"unknown channel_order {self.channel_order!r}; choose rgb or bgr")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"input mode {self.mode} needs {self.channels} mean and std values, "
+                             f"got mean {self.mean} and std {self.std}")
+
+    @classmethod
+    def from_mapping(cls, raw: dict) -> "InputConvention":
+        """From JSON / TOML values (lists become tuples); unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown input settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
     @property
     def channels(self) -> int:
@@ -49,11 +72,21 @@ class InputConvention:
             y = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).clamp_min(0)
             f = torch.where(y > (6 / 29) ** 3, y.pow(1 / 3), y / (3 * (6 / 29) ** 2) + 4 / 29)
             images = (116 * f - 16).unsqueeze(1)
-        elif self.mode != "rgb":
-            raise ValueError(f"unknown input mode {self.mode!r}")
+        else:
+            if self.pixel_scale != 1.0:
+                images = images * self.pixel_scale
+            if self.channel_order == "bgr":
+                images = images.flip(1)
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
         return (images - mean) / std
+
+
+# Caffe's convention (the published CaffeNet models): BGR, 0-255, the ImageNet mean pixel
+# (104, 117, 123) subtracted, as philkr/voc-classification feeds them (the mean of Caffe's
+# ilsvrc_2012_mean.binaryproto image is 104.0, 116.7, 122.7).
+CAFFE_BGR = InputConvention(mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), channel_order="bgr",
+                            pixel_scale=255.0)
 
 
 @dataclass
@@ -78,7 +111,8 @@ class Representation:
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         save_file(state, str(tmp / "weights.safetensors"), metadata={"format": "benchharness"})
         sidecar = {"format_version": FORMAT_VERSION, "backbone": self.backbone,
-                   "input": asdict(self.input), "learned_stages": list(self.learned_stages),
+                   "input": asdict(self.input), "spec": self.network.spec.to_json(),
+                   "learned_stages": list(self.learned_stages),
                    "meta": self.meta}
         (tmp / "representation.json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
         atomic.publish_dir(tmp, directory)
@@ -95,9 +129,12 @@ class Representation:
             raise DataError(sidecar_path, "missing representation sidecar") from None
         except json.JSONDecodeError as exc:
             raise DataError(sidecar_path, f"not valid JSON ({exc})") from None
-        convention = InputConvention(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in sidecar["input"].items()})
-        network = build(sidecar["backbone"], in_channels=convention.channels)
+        try:
+            convention = InputConvention.from_mapping(sidecar["input"])
+            network = (AlexNetTrunk(TrunkSpec.from_json(sidecar["spec"]), convention.channels)
+                       if "spec" in sidecar else build(sidecar["backbone"], in_channels=convention.channels))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(sidecar_path, f"bad representation sidecar ({type(exc).__name__}: {exc})") from None
         load_state_checked(network, read_safetensors(directory / "weights.safetensors"),
                            directory / "weights.safetensors")
         return cls(network, sidecar["backbone"], convention,

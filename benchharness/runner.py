@@ -296,7 +296,8 @@ class Runner:
                       "export": export_dir and {"dir": str(export_dir), "split": out.info.get("split", "test"),
                                                 "year": out.info.get("year")},
                       "representation": {k: rep.meta.get(k) for k in
-                                         ("pretrain_data", "pretrain_seconds", "device", "config_hash")}}
+                                         ("pretrain_data", "pretrain_seconds", "device", "config_hash",
+                                          "load_report")}}
             self.log(f"    {main.metric} = {100 * main.mean:.2f}  ({timing['transfer']:.0f}s)")
         except Exception as exc:  # a plugin's bug fails its job, not the whole grid
             result = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",

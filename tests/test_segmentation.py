@@ -15,7 +15,7 @@ from benchharness.tasks.batching import normalised_batch
 from benchharness.tasks.fcn import FCN32s, bilinear_kernel, fc_to_conv
 
 
-@pytest.mark.parametrize("backbone", ["alexnet-small", "alexnet"])
+@pytest.mark.parametrize("backbone", ["alexnet-small", "alexnet", "caffenet"])
 def test_fc_to_conv_preserves_fc7_at_the_centre(backbone):
     torch.manual_seed(0)
     trunk = build(backbone).eval()
@@ -29,9 +29,10 @@ def test_fc_to_conv_preserves_fc7_at_the_centre(backbone):
     assert out.shape[-2:] == (1, 1)
     torch.testing.assert_close(out[..., 0, 0], expected, atol=1e-4, rtol=1e-4)
 
-    # the same inside the segmentation network (its own copies of the converted layers)
+    # the same inside the segmentation network (its own copies of the converted layers, the
+    # trunk's activations and dropout order)
     model = FCN32s(Representation(trunk, backbone), 21).eval()
-    cells = F.relu(model.fc7(F.relu(model.fc6(model.conv5(x)))))
+    cells = model.fully_connected(model.conv5(x))
     torch.testing.assert_close(cells[..., 0, 0], expected, atol=1e-4, rtol=1e-4)
 
 

@@ -102,6 +102,8 @@ class FCN32s(nn.Module):
         self.convs = nn.ModuleDict({name: trunk.stage(name) for name in CONV_STAGES})
         self.fc6, self.fc7 = fc_to_conv(trunk)
         self.drop6, self.drop7 = trunk.fc6.dropout, trunk.fc7.dropout
+        self.act6, self.act7 = trunk.fc6.relu, trunk.fc7.relu  # the trunk's (leaky or not) ReLUs
+        self.dropout_after = trunk.spec.dropout_after  # Caffe's fc -> relu -> dropout order
         self.score = nn.Conv2d(self.fc7.out_channels, n_classes, 1)
         nn.init.zeros_(self.score.weight)
         nn.init.zeros_(self.score.bias)
@@ -143,6 +145,16 @@ class FCN32s(nn.Module):
             x = self.convs[name](x)
         return x
 
+    def fully_connected(self, x: torch.Tensor) -> torch.Tensor:
+        """fc6 and fc7 as convolutions over conv5's map, with the trunk's activations and
+        dropout in the trunk's order (torchvision's dropout -> fc -> relu, or Caffe's
+        fc -> relu -> dropout, as FCN-AlexNet's drop6 / drop7 after relu6 / relu7)."""
+        if self.dropout_after:
+            x = self.drop6(self.act6(self.fc6(x)))
+            return self.drop7(self.act7(self.fc7(x)))
+        x = self.act6(self.fc6(self.drop6(x)))
+        return self.act7(self.fc7(self.drop7(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = F.pad(x, (self.pad_before, self.pad_after(w), self.pad_before, self.pad_after(h)))
@@ -151,9 +163,7 @@ class FCN32s(nn.Module):
                 x = self.conv5(x)
         else:
             x = self.conv5(x)
-        x = F.relu(self.fc6(self.drop6(x)))
-        x = F.relu(self.fc7(self.drop7(x)))
-        up = self.upscore(self.score(x))
+        up = self.upscore(self.score(self.fully_connected(x)))
         return up[..., self.crop:self.crop + h, self.crop:self.crop + w]
 
     def param_groups(self, lr: float, lr_pretrained: float):

@@ -305,3 +305,12 @@ def test_reference_setup_sbd_train_and_seg11valid_on_the_tiny_world(tiny_world, 
     assert list(out.ground_truth.image_ids) == val[1:]
     assert out.info["split_source"] == f"VOC2012 Segmentation val minus SBD train ({len(val) - 1} images)"
     assert set(out.predictions.masks) == set(val[1:]) and out.info["iterations"] == 2
+
+
+def test_a_relative_sbd_root_is_found_under_the_data_root(tmp_path, monkeypatch):
+    (tmp_path / "data" / "benchmark_RELEASE" / "dataset").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    found = segmentation.resolve_sbd_root("benchmark_RELEASE/dataset", tmp_path / "data")
+    assert found == str(tmp_path / "data" / "benchmark_RELEASE" / "dataset")
+    assert segmentation.resolve_sbd_root("elsewhere/dataset", tmp_path / "data") == "elsewhere/dataset"
+    assert segmentation.resolve_sbd_root("", tmp_path / "data") == ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,7 +53,8 @@ class SegConfig:
     train_split: str = "train"
     test_split: str = "val"  # or "seg11valid" (FCN's; see data/sbd.py)
     voc_train: bool = True  # the VOC train split trains
-    sbd_root: str = ""  # SBD's benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt)
+    sbd_root: str = ""  # SBD's benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt);
+    # a relative path is looked up under the data root first
     sbd_splits: tuple[str, ...] = ("train", "val")  # SBD splits that train (FCN: train)
     scale: int = 0  # short side of the network's input; 0: images at their own size
     epochs: int = 30
@@ -100,6 +102,17 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: int):
     if mask is not None:
         mask = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST)[0]
     return image, mask
+
+
+def resolve_sbd_root(sbd_root: str, data_root) -> str:
+    """``sbd_root`` as a path: absolute as given; relative, under ``data_root`` when it is
+    there (the data root holding both VOCdevkit and SBD's benchmark_RELEASE), else as given."""
+    if not sbd_root:
+        return ""
+    path = Path(sbd_root).expanduser()
+    if not path.is_absolute() and data_root is not None and (Path(data_root) / path).exists():
+        path = Path(data_root) / path
+    return str(path)
 
 
 def load_train(devkit: VOCDevkit, cfg: SegConfig, exclude: set[str], ctx: RunContext):
@@ -236,6 +249,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     if protocol not in PROTOCOLS:
         raise ValueError(f"voc12-seg: unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     cfg = SegConfig.from_mapping(ctx.config, protocol)
+    cfg.sbd_root = resolve_sbd_root(cfg.sbd_root, ctx.data_root)
     torch.manual_seed(ctx.seed)
     devkit = VOCDevkit(locate_devkit(ctx.data_root))
     t0 = time.perf_counter()

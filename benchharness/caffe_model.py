@@ -106,6 +106,11 @@ def _pair(repeated, single_h: int, single_w: int, default: int) -> int:
     return int(values[0]) if values else default
 
 
+def _f32(value: float) -> float:
+    """A float32 field as the decimal written in the prototxt (1e-4, not 9.9999997e-05)."""
+    return float(f"{value:.7g}")
+
+
 def _layer_params(msg, type_name: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if type_name == "Convolution":
@@ -120,15 +125,15 @@ def _layer_params(msg, type_name: str) -> dict[str, Any]:
                   "global": p.global_pooling}
     elif type_name == "LRN":
         p = msg.lrn_param
-        params = {"size": p.local_size, "alpha": p.alpha, "beta": p.beta, "k": p.k,
+        params = {"size": p.local_size, "alpha": _f32(p.alpha), "beta": _f32(p.beta), "k": _f32(p.k),
                   "region": p.norm_region}
     elif type_name == "InnerProduct":
         p = msg.inner_product_param
         params = {"num_output": p.num_output, "bias_term": p.bias_term, "transpose": p.transpose}
     elif type_name == "ReLU":
-        params = {"negative_slope": msg.relu_param.negative_slope}
+        params = {"negative_slope": _f32(msg.relu_param.negative_slope)}
     elif type_name == "Dropout":
-        params = {"ratio": msg.dropout_param.dropout_ratio}
+        params = {"ratio": _f32(msg.dropout_param.dropout_ratio)}
     return params
 
 

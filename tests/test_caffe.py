@@ -236,3 +236,22 @@ def test_features_command_gives_caffes_fc7_and_convert_round_trips(tmp_path):
     assert report["spec"]["lrn_alpha"] == 1e-4 and report["input"]["channel_order"] == "bgr"
     res = runner.invoke(main, ["inspect", str(tmp_path / "m.caffemodel"), "--backbone", "alexnet"])
     assert res.exit_code == 2 and "m.caffemodel" in res.output and "--backbone caffenet" in res.output
+
+
+def test_fully_convolutional_fc6_fc7_read_as_the_same_matrices(tmp_path):
+    layers = caffenet_layers(seed=3)
+    conv_fc = []
+    for name, kind, params, blobs in layers:
+        if name == "fc6":
+            kind, blobs = "Convolution", [blobs[0].reshape(32, 8, 6, 6), blobs[1]]
+            params = {"num_output": 32, "kernel_size": 6, "group": 1, "pad": 0, "stride": 1}
+        elif name == "fc7":
+            kind, blobs = "Convolution", [blobs[0].reshape(24, 32, 1, 1), blobs[1]]
+            params = {"num_output": 24, "kernel_size": 1, "group": 1, "pad": 0, "stride": 1}
+        conv_fc.append((name, kind, params, blobs))
+    (tmp_path / "ip.caffemodel").write_bytes(net_message(layers).SerializeToString())
+    (tmp_path / "fcn.caffemodel").write_bytes(net_message(conv_fc).SerializeToString())
+    a, b = (to_trunk(read_net(tmp_path / f)) for f in ("ip.caffemodel", "fcn.caffemodel"))
+    assert a.spec_fields == b.spec_fields
+    for key in a.state:
+        assert torch.equal(a.state[key], b.state[key]), key

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .. import atomic
-from ..data.transforms import crop_batch, random_boxes
+from ..data.transforms import crop_batch, sample_boxes
 
 
 @dataclass
@@ -29,10 +29,11 @@ class CropBank:
 
     @classmethod
     def make(cls, n: int, k: int, side: int, scale, ratio=(3 / 4, 4 / 3), seed: int = 0,
-             mirror: bool = True) -> "CropBank":
-        """K random-scale crops (and mirror flags) for each of ``n`` images, from ``seed``."""
+             mirror: bool = True, mode: str = "area", out_size: int = 0) -> "CropBank":
+        """K random-scale crops (and mirror flags) for each of ``n`` images, from ``seed``;
+        ``mode`` and ``out_size`` as in :func:`..data.transforms.sample_boxes`."""
         gen = torch.Generator().manual_seed(seed)
-        boxes = random_boxes(n * k, side, tuple(scale), tuple(ratio), gen).view(n, k, 4)
+        boxes = sample_boxes(n * k, side, out_size, mode, tuple(scale), tuple(ratio), gen).view(n, k, 4)
         flips = (torch.rand(n, k, generator=gen) < 0.5) if mirror else torch.zeros(n, k, dtype=torch.bool)
         return cls(boxes, flips)
 

@@ -1,10 +1,11 @@
 """A fixed, seeded bank of random crops per image, and frozen-layer features computed on it.
 
-The published protocols train on random crops. When layers are frozen, their output for a given
-crop never changes, so computing it every epoch is wasted work. Drawing each training crop from a
-fixed bank of K crops per image (seeded independently of the transfer seed) keeps the protocol's
-augmentation while letting the frozen part run once per (representation, layer, crop): the
-features are computed once, cached on disk, and reused by every later job and seed.
+The published protocols train on random crops drawn afresh at every iteration. When layers are
+frozen, their output for a given crop never changes, so a speed option (``crop_bank = true``)
+draws each training crop from a fixed bank of K crops per image instead (seeded independently of
+the transfer seed): the frozen part then runs once per (representation, layer, crop), and the
+features are cached on disk and reused by every later job and seed. The test crops are always a
+bank (K random crops per image, as the reference's 10 random test crops).
 """
 
 from __future__ import annotations

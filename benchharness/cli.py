@@ -60,9 +60,10 @@ def main():
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train [default: the suite's, usually auto].")
 @click.option("--rescale", is_flag=True,
-              help="Apply Krahenbuhl et al.'s data-dependent rescaling (per-channel normalisation "
-                   "within layers, then equalised gradient/weight ratios between layers) before "
-                   "transfer; recorded in each result (the published rows marked rescaled used it).")
+              help="Apply Krahenbuhl et al.'s magic_init before transfer: data-dependent init of "
+                   "the stages the method did not learn, then equalised change rates over all "
+                   "layers (magic_init.py -cs); recorded in each result (the published rows marked "
+                   "rescaled used it).")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
         dry_run):

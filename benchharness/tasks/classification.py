@@ -183,7 +183,8 @@ protocols share one feature computation per representation."""
 
 
 def frozen_features(model: Classifier, representation, images, bank: CropBank, split: str,
-                    cfg: ClsConfig, ctx: RunContext, through_frozen: bool = True) -> tuple[torch.Tensor, bool]:
+                    cfg: ClsConfig, ctx: RunContext,
+                    through_frozen: bool = True) -> tuple[torch.Tensor, bool]:
     """The frozen stages' output for every bank crop of a split (conv5's output only, when not
     ``through_frozen``); the conv5 part comes from the disk cache when there
     (``(features, came_from_cache)``)."""

@@ -61,9 +61,10 @@ def main():
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train [default: the suite's, usually auto].")
 @click.option("--rescale", is_flag=True,
-              help="Apply Krahenbuhl et al.'s data-dependent rescaling (per-channel normalisation "
-                   "within layers, then equalised gradient/weight ratios between layers) before "
-                   "transfer; recorded in each result (the published rows marked rescaled used it).")
+              help="Apply Krahenbuhl et al.'s magic_init before transfer: data-dependent init of "
+                   "the stages the method did not learn, then equalised change rates over all "
+                   "layers (magic_init.py -cs); recorded in each result (the published rows marked "
+                   "rescaled used it).")
 @click.option("--backbone", default=None, metavar="NAME",
               help="Backbone replacing the suite's: caffenet (Caffe CaffeNet, for .caffemodel "
                    "checkpoints), alexnet (torchvision layout), alexnet-small.")

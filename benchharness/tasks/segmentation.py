@@ -29,6 +29,7 @@ from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import DataError, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
+from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
@@ -56,6 +57,8 @@ class SegConfig:
     step_at: float = 0.8
     flip: bool = True
     test_batch: int = 8
+    rescale: bool = False  # Krahenbuhl et al.'s magic_init (run --rescale) before training
+    rescale_images: int = INIT_IMAGES  # training images it runs on
     amp: str = "auto"
     metric: str = "miou"
     extra_metrics: tuple[str, ...] = ()
@@ -196,6 +199,9 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     images, masks, n_sbd = load_train(devkit, cfg, set(test_gt.image_ids), ctx)
     reset_peak_memory(ctx.device)
     t_data = time.perf_counter() - t0
+    rescale_stats = None
+    if cfg.rescale:
+        representation, rescale_stats = rescaled(representation, images, cfg.rescale_images, ctx.device)
     model = FCN32s(representation, len(SEG_CLASSES), frozen_conv=protocol == "fc6-8")
     final_loss = train(model, images, masks, cfg, ctx)
     t_train = time.perf_counter() - t0 - t_data
@@ -209,7 +215,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
         info={"split": cfg.test_split, "year": cfg.year, "final_loss": final_loss,
               "train_images": len(images), "sbd_images": n_sbd,
               "test_images": len(test_gt.image_ids), "frozen": list(model.frozen),
-              "epochs": cfg.epochs, "scale": cfg.scale, "amp": cfg.amp,
+              "epochs": cfg.epochs, "scale": cfg.scale, "amp": cfg.amp, "rescale": rescale_stats,
               "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 

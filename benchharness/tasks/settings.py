@@ -37,3 +37,12 @@ def step_schedule(optimizer: torch.optim.Optimizer, total_steps: int, lr_steps: 
     else:
         milestones = [round(total_steps * (i + 1) / (lr_steps + 1)) for i in range(lr_steps)]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+
+
+def caffe_step_schedule(optimizer: torch.optim.Optimizer, stepsize: int,
+                        gamma: float) -> torch.optim.lr_scheduler.StepLR:
+    """Caffe's ``lr_policy: "step"``: the learning rate of iteration ``it`` (0-based) is
+    ``base_lr * gamma ** floor(it / stepsize)`` (call ``step()`` once after every iteration)."""
+    if stepsize < 1:
+        raise ValueError(f"stepsize must be at least 1 iteration, got {stepsize}")
+    return torch.optim.lr_scheduler.StepLR(optimizer, stepsize, gamma)

@@ -106,6 +106,11 @@ def _pair(repeated, single_h: int, single_w: int, default: int) -> int:
     return int(values[0]) if values else default
 
 
+def _f32(value: float) -> float:
+    """A float32 field as the decimal written in the prototxt (1e-4, not 9.9999997e-05)."""
+    return float(f"{value:.7g}")
+
+
 def _layer_params(msg, type_name: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if type_name == "Convolution":
@@ -120,15 +125,15 @@ def _layer_params(msg, type_name: str) -> dict[str, Any]:
                   "global": p.global_pooling}
     elif type_name == "LRN":
         p = msg.lrn_param
-        params = {"size": p.local_size, "alpha": p.alpha, "beta": p.beta, "k": p.k,
+        params = {"size": p.local_size, "alpha": _f32(p.alpha), "beta": _f32(p.beta), "k": _f32(p.k),
                   "region": p.norm_region}
     elif type_name == "InnerProduct":
         p = msg.inner_product_param
         params = {"num_output": p.num_output, "bias_term": p.bias_term, "transpose": p.transpose}
     elif type_name == "ReLU":
-        params = {"negative_slope": msg.relu_param.negative_slope}
+        params = {"negative_slope": _f32(msg.relu_param.negative_slope)}
     elif type_name == "Dropout":
-        params = {"ratio": msg.dropout_param.dropout_ratio}
+        params = {"ratio": _f32(msg.dropout_param.dropout_ratio)}
     return params
 
 
@@ -254,7 +259,8 @@ def _stage_layers(net: CaffeNet, layer_map: dict[str, str]) -> dict[str, CaffeLa
                 continue  # fc6/fc7 are optional unless asked for
             raise DataError(net.source, f"no layer {name!r} for stage {stage}; the file holds: "
                                         f"{net.listing()} (map stages with layer_map)")
-        if layer.type != STAGE_TYPES[stage]:
+        fully_conv = stage in FC_STAGES and layer.type == "Convolution"  # FCN-style fc6/fc7
+        if layer.type != STAGE_TYPES[stage] and not fully_conv:
             raise DataError(net.source, f"layer {name!r} for stage {stage} is a {layer.type}, "
                                         f"expected {STAGE_TYPES[stage]}")
         if len(layer.blobs) not in (1, 2):
@@ -313,7 +319,7 @@ def to_trunk(net: CaffeNet, layer_map: dict[str, str] | None = None) -> LoadedTr
                             "conv1_stride": conv1_stride, "conv1_padding": paddings[0]}
     spec.update(_between_stage_settings(net, layers, src))
     if "fc6" in layers:
-        w6 = layers["fc6"].blobs[0].reshape(-1, layers["fc6"].blobs[0].shape[-1])
+        w6 = _fc_matrix(layers["fc6"])
         side = math.isqrt(w6.shape[1] // channels[4])
         if side * side * channels[4] != w6.shape[1]:
             raise DataError(src, f"layer {layers['fc6'].name!r} (fc6) takes {w6.shape[1]} inputs, "
@@ -321,7 +327,7 @@ def to_trunk(net: CaffeNet, layer_map: dict[str, str] | None = None) -> LoadedTr
         spec.update(pool_out=side, fc_dim=w6.shape[0])
         _put(state, "fc6", "fc", layers["fc6"], (w6.shape[0],), src, matrix=True)
         if "fc7" in layers:
-            w7 = layers["fc7"].blobs[0].reshape(-1, layers["fc7"].blobs[0].shape[-1])
+            w7 = _fc_matrix(layers["fc7"])
             if w7.shape[1] != w6.shape[0]:
                 raise DataError(src, f"layer {layers['fc7'].name!r} (fc7) takes {w7.shape[1]} "
                                      f"inputs, fc6 gives {w6.shape[0]}")
@@ -335,12 +341,18 @@ def to_trunk(net: CaffeNet, layer_map: dict[str, str] | None = None) -> LoadedTr
     return LoadedTrunk(state, spec, int(in_channels), used, unused, ignored)
 
 
+def _fc_matrix(layer: CaffeLayer) -> np.ndarray:
+    """An fc layer's weights as [out, in]: InnerProduct's (legacy shapes have leading 1s), or a
+    fully convolutional fc's [out, C, k, k] flattened in the order fc6 flattens pool5 (C, H, W)."""
+    w = layer.blobs[0]
+    if layer.type == "Convolution":
+        return w.reshape(w.shape[0], -1)
+    w = w.reshape(-1, w.shape[-1])
+    return w.T if layer.params.get("transpose") else w
+
+
 def _put(state, stage, module, layer: CaffeLayer, bias_shape, src, matrix=False):
-    weight = layer.blobs[0]
-    if matrix:
-        weight = weight.reshape(-1, weight.shape[-1])
-        if layer.params.get("transpose"):
-            weight = weight.T
+    weight = _fc_matrix(layer) if matrix else layer.blobs[0]
     state[f"{stage}.{module}.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
     if len(layer.blobs) == 2:
         bias = layer.blobs[1].reshape(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from inspect import cleandoc
 import json
 import sys
 from pathlib import Path
@@ -60,12 +61,16 @@ def main():
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train [default: the suite's, usually auto].")
 @click.option("--rescale", is_flag=True,
-              help="Apply Krahenbuhl et al.'s data-dependent rescaling (per-channel normalisation "
-                   "within layers, then equalised gradient/weight ratios between layers) before "
-                   "transfer; recorded in each result (the published rows marked rescaled used it).")
+              help="Apply Krahenbuhl et al.'s magic_init before transfer: data-dependent init of "
+                   "the stages the method did not learn, then equalised change rates over all "
+                   "layers (magic_init.py -cs); recorded in each result (the published rows marked "
+                   "rescaled used it).")
+@click.option("--backbone", default=None, metavar="NAME",
+              help="Backbone replacing the suite's: caffenet (Caffe CaffeNet, for .caffemodel "
+                   "checkpoints), alexnet (torchvision layout), alexnet-small.")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
-        dry_run):
+        backbone, dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
@@ -79,6 +84,8 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     for failure in registry.failures:
         click.echo(f"warning: plugin {failure.name} failed to load: {failure.error}", err=True)
     the_suite = load_suite(suite)
+    if backbone:
+        the_suite.backbone = backbone
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     root = prepare_data_root(the_suite, data_root, log)
     the_plan = make_plan(the_suite, registry, root, list(methods), list(tasks), list(protocols), seeds,
@@ -217,6 +224,134 @@ def evaluate(task, devkit_dir, year, split, results_dir, metric, classes, iou_st
     click.echo(f"{found.metrics.metric}{rule} on VOC{year} {split} ({task}, {found.n_images} images, "
                f"{len(found.classes)} classes, results {results_dir})")
     click.echo(metrics_table(found.metrics, task))
+
+
+CHECKPOINT_HELP = """CHECKPOINT is a .caffemodel (Caffe CaffeNet/AlexNet: use --backbone caffenet;
+a <stem>.prototxt or deploy.prototxt beside it, or --prototxt, gives the layer settings), a
+.safetensors file (stage names, torchvision AlexNet names, or written by `convert`), a torch.save
+state dict (read weights-only) or a benchharness representation directory."""
+
+
+def _checkpoint_help(f):
+    """Append what CHECKPOINT may be to a command's help."""
+    f.__doc__ = cleandoc(f.__doc__) + "\n\n" + CHECKPOINT_HELP
+    return f
+
+
+def _checkpoint_options(f):
+    for option in reversed([
+        click.option("--backbone", default="caffenet", show_default=True, metavar="NAME",
+                     help="caffenet, alexnet or alexnet-small."),
+        click.option("--prototxt", default=None, type=click.Path(dir_okay=False),
+                     help="deploy.prototxt of a .caffemodel (layer settings and order)."),
+        click.option("--mean-file", default=None, type=click.Path(dir_okay=False),
+                     help="Mean .binaryproto: its per-channel mean replaces (104, 117, 123)."),
+        click.option("--map", "layer_map", multiple=True, metavar="STAGE=LAYER",
+                     help="Read a stage from a differently named layer (repeatable); "
+                          "STAGE= leaves it random."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _load(checkpoint, backbone, prototxt, mean_file, layer_map):
+    from .checkpoint_io import LoadOptions, load_checkpoint
+
+    mapping = {}
+    for item in layer_map:
+        stage, sep, layer = item.partition("=")
+        if not sep:
+            raise BenchharnessError(f"--map {item!r}: expected STAGE=LAYER")
+        mapping[stage] = layer
+    return load_checkpoint(Path(checkpoint), backbone,
+                           LoadOptions(prototxt=prototxt, mean_file=mean_file, layer_map=mapping))
+
+
+@main.command()
+@_checkpoint_help
+@click.argument("checkpoint", type=click.Path(exists=True))
+@_checkpoint_options
+@click.option("--layer", required=True, type=click.Choice(["conv1", "conv2", "conv3", "conv4", "conv5",
+                                                           "fc6", "fc7"]),
+              help="Stage whose output is written (conv stages after ReLU, pool and LRN; fc after ReLU).")
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of images; one row per image file, in sorted file-name order.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npy file [N, D].")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+def features(checkpoint, backbone, prototxt, mean_file, layer_map, layer, images_dir, out, device,
+             batch_size):
+    """Write one stage's output for every image of a folder as a float32 .npy [N, D].
+
+    An image already at the backbone's input size (227 for caffenet) is used unchanged; any other
+    is resized to 256 x 256 and centre-cropped (Caffe's reference test transform). Dropout is off.
+    The file names, in row order, are written beside it as OUT.txt.
+    """
+    import io
+
+    import numpy as np
+
+    from . import atomic
+    from .features import extract, image_files
+    from .runner import progress_bar, resolve_device
+
+    rep, _ = _load(checkpoint, backbone, prototxt, mean_file, layer_map)
+    paths = image_files(Path(images_dir))
+    rows = extract(rep, paths, layer, resolve_device(device), batch_size, progress_bar)
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    out = Path(out)
+    atomic.write_bytes(out, buffer.getvalue())
+    atomic.write_bytes(out.with_suffix(out.suffix + ".txt"), "".join(f"{p.name}\n" for p in paths).encode())
+    click.echo(f"{out}: {rows.shape[0]} images x {rows.shape[1]} ({layer} of {Path(checkpoint).name})")
+
+
+@main.command()
+@_checkpoint_help
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@_checkpoint_options
+def convert(checkpoint, dst, backbone, prototxt, mean_file, layer_map):
+    """Convert CHECKPOINT to DST.safetensors under stage names, with the trunk's layout and input
+    convention in its header; `--method checkpoint:DST.safetensors` then needs no prototxt.
+    """
+    from .checkpoint_io import save_converted
+
+    rep, report = _load(checkpoint, backbone, prototxt, mean_file, layer_map)
+    save_converted(rep, Path(dst))
+    click.echo(f"{dst}: stages {', '.join(rep.learned_stages)} ({backbone}); not used: "
+               f"{', '.join(report.get('unused') or []) or 'nothing'}")
+
+
+@main.command()
+@_checkpoint_help
+@click.argument("checkpoint", type=click.Path(exists=True))
+@_checkpoint_options
+@click.option("--json", "as_json", is_flag=True, help="Print the load report as JSON.")
+def inspect(checkpoint, backbone, prototxt, mean_file, layer_map, as_json):
+    """Show what a checkpoint holds and what a run will use: layers, shapes, the input
+    convention, the stages taken and the layers left out.
+    """
+    rep, report = _load(checkpoint, backbone, prototxt, mean_file, layer_map)
+    shapes = {k: list(v.shape) for k, v in rep.network.state_dict().items()
+              if k.split(".")[0] in rep.learned_stages}
+    if as_json:
+        click.echo(json.dumps({**report, "shapes": shapes, "backbone": backbone}, indent=2, default=str))
+        return
+    click.echo(f"{checkpoint}: {report['format']}" + (f", layout from {report['prototxt']}"
+                                                       if report.get("prototxt") else ""))
+    stages = report.get("stages")
+    for key, shape in shapes.items():
+        stage = key.split(".")[0]
+        origin = f"  <- {stages[stage]}" if isinstance(stages, dict) and key.endswith("weight") else ""
+        click.echo(f"  {key:20s} {'x'.join(map(str, shape)):>16s}{origin}")
+    random = [s for s in ("fc6", "fc7") if s not in rep.learned_stages]
+    if random:
+        click.echo(f"  random (not in the file): {', '.join(random)}")
+    if report.get("spec"):
+        click.echo("  layout: " + ", ".join(f"{k}={v}" for k, v in report["spec"].items()))
+    click.echo("  input: " + ", ".join(f"{k}={v}" for k, v in report["input"].items()))
+    click.echo("  not used: " + (", ".join(report.get("unused") or []) or "nothing"))
 
 
 @main.group()

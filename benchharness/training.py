@@ -36,11 +36,24 @@ class LossGuard:
                                      f"(first {self.unit}: {self.first:.4g})")
 
 
-def sgd_step(optimizer: torch.optim.Optimizer, scheduler, loss: torch.Tensor) -> torch.Tensor:
+def sgd_step(optimizer: torch.optim.Optimizer, scheduler, loss: torch.Tensor,
+             clip_norm: float = 0.0) -> torch.Tensor:
     """One optimisation step on a minibatch's ``loss`` (backward, optimizer, schedule); returns
-    the loss detached, to be summed on the device without a host sync per step."""
+    the loss detached, to be summed on the device without a host sync per step.
+
+    ``clip_norm > 0`` is Caffe's ``clip_gradients``: when the L2 norm of all the optimizer's
+    gradients together exceeds it, they are scaled down to that norm. As in Caffe's
+    ``SGDSolver::ApplyUpdate`` this happens before weight decay (torch's SGD adds the decay
+    inside ``step``), so the decay term is never clipped.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip_norm > 0:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        # Caffe's factor exactly (clip_grad_norm_ adds 1e-6 to the norm), without a host sync
+        factor = torch.where(norm > clip_norm, clip_norm / norm, torch.ones_like(norm))
+        torch._foreach_mul_(grads, factor.to(grads[0].dtype))
     optimizer.step()
     scheduler.step()
     return loss.detach()

@@ -195,3 +195,63 @@ def test_bad_files_are_named_with_the_problem(tmp_path):
         load_checkpoint(tmp_path / "bn.caffemodel", "caffenet")
     with pytest.raises(DataError, match=r"run it with --backbone caffenet"):
         load_checkpoint(tmp_path / "good.caffemodel", "alexnet")
+
+
+def test_features_command_gives_caffes_fc7_and_convert_round_trips(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from benchharness.cli import main
+
+    written = caffenet_file(tmp_path / "m.caffemodel", "layers", seed=7)
+    images = tmp_path / "images"
+    images.mkdir()
+    rgb = [(np.random.default_rng(i).uniform(0, 1, (227, 227, 3)) * 255).round().astype(np.uint8)
+           for i in range(2)]
+    for i, name in enumerate(("b.png", "a.png")):  # rows follow sorted names: a.png first
+        Image.fromarray(rgb[i]).save(images / name)
+    Image.fromarray(rgb[0][:100, :150]).save(images / "c_small.png")  # goes through the test view
+    runner = CliRunner()
+    out = tmp_path / "fc7.npy"
+    res = runner.invoke(main, ["features", str(tmp_path / "m.caffemodel"), "--layer", "fc7",
+                               "--images", str(images), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = np.load(out)
+    assert rows.shape == (3, 24)
+    assert (tmp_path / "fc7.npy.txt").read_text().split() == ["a.png", "b.png", "c_small.png"]
+    for row, image in ((0, rgb[1]), (1, rgb[0])):
+        bgr = image.transpose(2, 0, 1)[::-1].astype(np.float64) - np.array([104.0, 117.0, 123.0])[:, None, None]
+        expected = np_caffenet_fc7(written, bgr)
+        np.testing.assert_allclose(rows[row], expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
+    # convert -> safetensors carries layout and convention: same features without the caffemodel
+    res = runner.invoke(main, ["convert", str(tmp_path / "m.caffemodel"), str(tmp_path / "m.safetensors")])
+    assert res.exit_code == 0 and "not used: fc8" in res.output, res.output
+    res = runner.invoke(main, ["features", str(tmp_path / "m.safetensors"), "--layer", "fc7",
+                               "--images", str(images), "--out", str(tmp_path / "again.npy"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), rows)
+    res = runner.invoke(main, ["inspect", str(tmp_path / "m.caffemodel"), "--json"])
+    report = __import__("json").loads(res.output)
+    assert report["stages"]["conv2"] == "conv2" and report["shapes"]["conv2.conv.weight"] == [16, 4, 5, 5]
+    assert report["spec"]["lrn_alpha"] == 1e-4 and report["input"]["channel_order"] == "bgr"
+    res = runner.invoke(main, ["inspect", str(tmp_path / "m.caffemodel"), "--backbone", "alexnet"])
+    assert res.exit_code == 2 and "m.caffemodel" in res.output and "--backbone caffenet" in res.output
+
+
+def test_fully_convolutional_fc6_fc7_read_as_the_same_matrices(tmp_path):
+    layers = caffenet_layers(seed=3)
+    conv_fc = []
+    for name, kind, params, blobs in layers:
+        if name == "fc6":
+            kind, blobs = "Convolution", [blobs[0].reshape(32, 8, 6, 6), blobs[1]]
+            params = {"num_output": 32, "kernel_size": 6, "group": 1, "pad": 0, "stride": 1}
+        elif name == "fc7":
+            kind, blobs = "Convolution", [blobs[0].reshape(24, 32, 1, 1), blobs[1]]
+            params = {"num_output": 24, "kernel_size": 1, "group": 1, "pad": 0, "stride": 1}
+        conv_fc.append((name, kind, params, blobs))
+    (tmp_path / "ip.caffemodel").write_bytes(net_message(layers).SerializeToString())
+    (tmp_path / "fcn.caffemodel").write_bytes(net_message(conv_fc).SerializeToString())
+    a, b = (to_trunk(read_net(tmp_path / f)) for f in ("ip.caffemodel", "fcn.caffemodel"))
+    assert a.spec_fields == b.spec_fields
+    for key in a.state:
+        assert torch.equal(a.state[key], b.state[key]), key

@@ -79,3 +79,14 @@ def test_not_a_checkpoint(tmp_path, checkpoint):
         checkpoint.pretrain(_ctx(tmp_path / "junk.safetensors"))
     with pytest.raises(DataError, match="file not found"):
         checkpoint.pretrain(_ctx(tmp_path / "absent.pth"))
+
+
+def test_unused_keys_are_reported_not_dropped(tmp_path):
+    from benchharness.checkpoint_io import load_checkpoint
+
+    tv = torchvision.models.alexnet(weights=None)
+    state = {**tv.state_dict(), "extra.head.weight": torch.zeros(3)}
+    torch.save(state, tmp_path / "alexnet.pth")
+    rep, report = load_checkpoint(tmp_path / "alexnet.pth", "alexnet")
+    assert report["unused"] == ["classifier.6.bias", "classifier.6.weight", "extra.head.weight"]
+    assert rep.meta["load_report"]["unused"] == report["unused"]

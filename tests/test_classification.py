@@ -128,7 +128,7 @@ def test_rescale_option_is_recorded_and_keeps_caches_apart(tiny_world, tmp_path)
     plain = transfer(rep, "fc8", _ctx(tiny_world, tmp_path))
     rescaled = transfer(rep, "fc8", _ctx(tiny_world, tmp_path, rescale=True, rescale_images=16))
     assert plain.info["rescale"] is None
-    assert set(rescaled.info["rescale"]) >= {"within_layer", "between_layer"}
+    assert set(rescaled.info["rescale"]) >= {"init", "calibration"}
     assert not rescaled.info["features_from_cache"]  # rescaled features are not the plain ones
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 4
     assert not np.allclose(plain.predictions.scores, rescaled.predictions.scores)

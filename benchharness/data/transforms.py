@@ -36,6 +36,36 @@ def random_boxes(n: int, side: int, scale: tuple[float, float], ratio: tuple[flo
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
+def caffe_scale_boxes(n: int, side: int, out_size: int, scale: tuple[float, float],
+                      generator: torch.Generator) -> torch.Tensor:
+    """``n`` square crop boxes as the Transformation layer of philkr/caffe (which
+    philkr/voc-classification trains and tests with) draws them: a scale ``u`` uniform in
+    ``scale`` source pixels per output pixel, its top clamped to what the image holds
+    (``min(max_scale, side / out_size)``, the bottom to at most the top), so the crop's side is
+    ``u * out_size``; at a uniform random position inside the image."""
+    hi = min(scale[1], side / out_size)
+    lo = min(scale[0], hi)
+    w = torch.empty(n).uniform_(lo, hi, generator=generator) * out_size
+    x1 = torch.rand(n, generator=generator) * (side - w)
+    y1 = torch.rand(n, generator=generator) * (side - w)
+    return torch.stack([x1, y1, x1 + w, y1 + w], dim=1)
+
+
+CROP_MODES = ("area", "caffe")
+
+
+def sample_boxes(n: int, side: int, out_size: int, mode: str, scale: tuple[float, float],
+                 ratio: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Random crop boxes of one of the :data:`CROP_MODES`: ``area`` (:func:`random_boxes`:
+    ``scale`` is the range of the area fraction, ``ratio`` of the aspect) or ``caffe``
+    (:func:`caffe_scale_boxes`: ``scale`` in source pixels per output pixel, square)."""
+    if mode == "area":
+        return random_boxes(n, side, scale, ratio, generator)
+    if mode == "caffe":
+        return caffe_scale_boxes(n, side, out_size, scale, generator)
+    raise ValueError(f"unknown crop mode {mode!r}; choose from {CROP_MODES}")
+
+
 def crop_batch(images: torch.Tensor, boxes: torch.Tensor, out_size: int,
                flip: torch.Tensor | None = None) -> torch.Tensor:
     """Crop ``boxes[i]`` out of ``images[i]`` (uint8 [B, 3, S, S]) and resize to ``out_size``.
@@ -53,9 +83,12 @@ def crop_batch(images: torch.Tensor, boxes: torch.Tensor, out_size: int,
 
 
 def random_crop_batch(images: torch.Tensor, out_size: int, generator: torch.Generator,
-                      scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), mirror: bool = True) -> torch.Tensor:
-    """Training augmentation: a random-scale crop of each image, mirrored half of the time."""
-    boxes = random_boxes(len(images), images.shape[-1], scale, ratio, generator)
+                      scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), mirror: bool = True,
+                      mode: str = "area") -> torch.Tensor:
+    """Training augmentation: a random-scale crop of each image (boxes of ``mode``, see
+    :func:`sample_boxes`), mirrored half of the time."""
+    boxes = sample_boxes(len(images), images.shape[-1], out_size, mode, tuple(scale), tuple(ratio),
+                         generator)
     flip = torch.rand(len(images), generator=generator) < 0.5 if mirror else None
     return crop_batch(images, boxes, out_size, flip)
 

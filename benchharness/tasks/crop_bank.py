@@ -1,10 +1,11 @@
 """A fixed, seeded bank of random crops per image, and frozen-layer features computed on it.
 
-The published protocols train on random crops. When layers are frozen, their output for a given
-crop never changes, so computing it every epoch is wasted work. Drawing each training crop from a
-fixed bank of K crops per image (seeded independently of the transfer seed) keeps the protocol's
-augmentation while letting the frozen part run once per (representation, layer, crop): the
-features are computed once, cached on disk, and reused by every later job and seed.
+The published protocols train on random crops drawn afresh at every iteration. When layers are
+frozen, their output for a given crop never changes, so a speed option (``crop_bank = true``)
+draws each training crop from a fixed bank of K crops per image instead (seeded independently of
+the transfer seed): the frozen part then runs once per (representation, layer, crop), and the
+features are cached on disk and reused by every later job and seed. The test crops are always a
+bank (K random crops per image, as the reference's 10 random test crops).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .. import atomic
-from ..data.transforms import crop_batch, random_boxes
+from ..data.transforms import crop_batch, sample_boxes
 
 
 @dataclass
@@ -29,10 +30,11 @@ class CropBank:
 
     @classmethod
     def make(cls, n: int, k: int, side: int, scale, ratio=(3 / 4, 4 / 3), seed: int = 0,
-             mirror: bool = True) -> "CropBank":
-        """K random-scale crops (and mirror flags) for each of ``n`` images, from ``seed``."""
+             mirror: bool = True, mode: str = "area", out_size: int = 0) -> "CropBank":
+        """K random-scale crops (and mirror flags) for each of ``n`` images, from ``seed``;
+        ``mode`` and ``out_size`` as in :func:`..data.transforms.sample_boxes`."""
         gen = torch.Generator().manual_seed(seed)
-        boxes = random_boxes(n * k, side, tuple(scale), tuple(ratio), gen).view(n, k, 4)
+        boxes = sample_boxes(n * k, side, out_size, mode, tuple(scale), tuple(ratio), gen).view(n, k, 4)
         flips = (torch.rand(n, k, generator=gen) < 0.5) if mirror else torch.zeros(n, k, dtype=torch.bool)
         return cls(boxes, flips)
 

@@ -37,6 +37,7 @@ from ..evaluators.ground_truth import det_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation
+from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
@@ -83,6 +84,8 @@ class DetConfig:
     score_thresh: float = 0.01
     nms: float = 0.3
     max_per_image: int = 100
+    rescale: bool = False  # Krahenbuhl et al.'s magic_init (run --rescale) before training
+    rescale_images: int = INIT_IMAGES  # training images it runs on
     amp: str = "auto"
     metric: str = "voc07-11pt"
     extra_metrics: tuple[str, ...] = ("coco-ap50",)
@@ -287,6 +290,10 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     reset_peak_memory(ctx.device)
     t_data = time.perf_counter() - t0
 
+    rescale_stats = None
+    if cfg.rescale:
+        representation, rescale_stats = rescaled(representation, train_data.images, cfg.rescale_images,
+                                                 ctx.device)
     model = FastRCNN(representation, len(VOC_CLASSES), frozen_conv=protocol == "fc6-8")
     final_loss = train(model, representation, train_data, cfg, ctx)
     t_train = time.perf_counter() - t0 - t_data
@@ -307,7 +314,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "proposals": {s: cfg.proposals_for(s) for s in (cfg.train_split, cfg.test_split)},
               "proposals_from_cache": c1 and c2,
               "proposals_per_image": float(np.mean(n_props)) if n_props else 0.0,
-              "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp,
+              "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp, "rescale": rescale_stats,
               "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 

@@ -36,6 +36,7 @@ from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, TransferOutput
 from ..representation import Representation
+from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
@@ -72,6 +73,8 @@ class SegConfig:
     flip: bool = True
     train_upsampling: bool = True  # FCN fixes its bilinear upsampling (lr_mult 0)
     test_batch: int = 8
+    rescale: bool = False  # Krahenbuhl et al.'s magic_init (run --rescale) before training
+    rescale_images: int = INIT_IMAGES  # training images it runs on
     amp: str = "auto"
     metric: str = "miou"
     extra_metrics: tuple[str, ...] = ()
@@ -257,6 +260,9 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     images, masks, n_sbd = load_train(devkit, cfg, set(test_gt.image_ids), ctx)
     reset_peak_memory(ctx.device)
     t_data = time.perf_counter() - t0
+    rescale_stats = None
+    if cfg.rescale:
+        representation, rescale_stats = rescaled(representation, images, cfg.rescale_images, ctx.device)
     model = FCN32s(representation, len(SEG_CLASSES), frozen_conv=protocol == "fc6-8",
                    train_upsampling=cfg.train_upsampling)
     final_loss = train(model, images, masks, cfg, ctx)
@@ -268,12 +274,14 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
         ground_truth=test_gt, metric=cfg.metric, extra_metrics=cfg.extra_metrics,
         timing={"data": t_data, "train": t_train, "predict": t_total - t_data - t_train,
                 "transfer": t_total},
-        info={"split": cfg.test_split, "split_source": test_source, "year": cfg.year, "final_loss": final_loss,
+        info={"split": cfg.test_split, "split_source": test_source, "year": cfg.year,
+              "final_loss": final_loss,
               "train_images": len(images), "sbd_images": n_sbd,
               "test_images": len(test_gt.image_ids), "frozen": list(model.frozen),
-              "epochs": cfg.epochs, "iterations": training_steps(len(images), cfg)[1], "iter_size": cfg.iter_size,
-              "batch_size": cfg.batch_size, "loss_normalization": cfg.loss_normalization,
-              "scale": cfg.scale, "amp": cfg.amp,
+              "epochs": cfg.epochs, "iterations": training_steps(len(images), cfg)[1],
+              "iter_size": cfg.iter_size, "batch_size": cfg.batch_size,
+              "loss_normalization": cfg.loss_normalization, "scale": cfg.scale, "amp": cfg.amp,
+              "rescale": rescale_stats,
               "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 

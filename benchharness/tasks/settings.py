@@ -30,15 +30,24 @@ def from_suite_section(settings_class, task: str, protocols: Sequence[str], conf
 
 def step_schedule(optimizer: torch.optim.Optimizer, total_steps: int, lr_steps: int,
                   step_at: float | None = None, stepsize: int = 0,
-                  gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
+                  gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
     """Multiply the learning rate by ``gamma`` every ``stepsize`` steps when ``stepsize`` is set
     (Caffe's ``lr_policy: "step"``); otherwise ``lr_steps`` times, evenly over ``total_steps``,
     a single step happening at the fraction ``step_at`` of training when given (Fast R-CNN's
     and FCN's). ``lr_steps = 0`` without ``stepsize`` is Caffe's ``fixed`` policy."""
     if stepsize > 0:
-        milestones = list(range(stepsize, total_steps, stepsize))
-    elif lr_steps == 1 and step_at is not None:
+        return caffe_step_schedule(optimizer, stepsize, gamma)
+    if lr_steps == 1 and step_at is not None:
         milestones = [max(1, round(total_steps * step_at))]
     else:
         milestones = [round(total_steps * (i + 1) / (lr_steps + 1)) for i in range(lr_steps)]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=gamma)
+
+
+def caffe_step_schedule(optimizer: torch.optim.Optimizer, stepsize: int,
+                        gamma: float) -> torch.optim.lr_scheduler.StepLR:
+    """Caffe's ``lr_policy: "step"``: the learning rate of iteration ``it`` (0-based) is
+    ``base_lr * gamma ** floor(it / stepsize)`` (call ``step()`` once after every iteration)."""
+    if stepsize < 1:
+        raise ValueError(f"stepsize must be at least 1 iteration, got {stepsize}")
+    return torch.optim.lr_scheduler.StepLR(optimizer, stepsize, gamma)

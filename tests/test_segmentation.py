@@ -278,33 +278,27 @@ def test_fixed_upsampling_is_not_trained():
 
 
 def test_reference_setup_sbd_train_and_seg11valid_on_the_tiny_world(tiny_world, tmp_path):
-    """FCN's setup: SBD train alone trains, seg11valid = VOC2012 val minus SBD train scores."""
-    import scipy.io
+    """FCN's setup as voc-transfer.toml gives it: SBD train alone trains (found under the data
+    root), seg11valid = VOC2012 val minus SBD train scores."""
+    from benchharness.data.sbd import read_sbd_split
+    from benchharness.data.synth_sbd import SBD_DIR
     from benchharness.data.voc import VOCDevkit, locate_devkit
 
     devkit = VOCDevkit(locate_devkit(tiny_world))
     val = devkit.read_split("2012", "val", "Segmentation")
-    train = devkit.read_split("2012", "train", "Segmentation")
-    sbd = tmp_path / "sbd"
-    (sbd / "cls").mkdir(parents=True)
-    (sbd / "img").mkdir()
-    sbd_train = train[:3] + val[:1]
-    (sbd / "train.txt").write_text("\n".join(sbd_train) + "\n")
-    (sbd / "val.txt").write_text("\n".join(train[3:5]) + "\n")
-    for image_id in sbd_train + train[3:5]:
-        scipy.io.savemat(sbd / "cls" / f"{image_id}.mat",
-                         {"GTcls": {"Segmentation": devkit.read_mask("2012", image_id)}})
-        (sbd / "img" / f"{image_id}.jpg").write_bytes(devkit.image_path("2012", image_id).read_bytes())
+    sbd_train = read_sbd_split(tiny_world / SBD_DIR, "train")
     rep = Representation(build("alexnet-small"), "alexnet-small")
     ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path / "cache", "alexnet-small",
                      config={"iterations": 2, "batch_size": 1, "iter_size": 2, "voc_train": False,
-                             "sbd_root": str(sbd), "sbd_splits": ["train"], "test_split": "seg11valid",
-                             "lr_steps": 0, "flip": False, "train_upsampling": False})
+                             "sbd_root": "benchmark_RELEASE/dataset", "sbd_splits": ["train"],
+                             "test_split": "seg11valid", "lr_steps": 0, "flip": False,
+                             "train_upsampling": False})
     out = segmentation.transfer(rep, "all", ctx)
-    assert out.info["train_images"] == out.info["sbd_images"] == 4
-    assert list(out.ground_truth.image_ids) == val[1:]
-    assert out.info["split_source"] == f"VOC2012 Segmentation val minus SBD train ({len(val) - 1} images)"
-    assert set(out.predictions.masks) == set(val[1:]) and out.info["iterations"] == 2
+    expected = [i for i in val if i not in set(sbd_train)]
+    assert out.info["train_images"] == out.info["sbd_images"] == len(sbd_train)
+    assert list(out.ground_truth.image_ids) == expected
+    assert out.info["split_source"] == f"VOC2012 Segmentation val minus SBD train ({len(expected)} images)"
+    assert set(out.predictions.masks) == set(expected) and out.info["iterations"] == 2
 
 
 def test_a_relative_sbd_root_is_found_under_the_data_root(tmp_path, monkeypatch):
@@ -314,3 +308,24 @@ def test_a_relative_sbd_root_is_found_under_the_data_root(tmp_path, monkeypatch)
     assert found == str(tmp_path / "data" / "benchmark_RELEASE" / "dataset")
     assert segmentation.resolve_sbd_root("elsewhere/dataset", tmp_path / "data") == "elsewhere/dataset"
     assert segmentation.resolve_sbd_root("", tmp_path / "data") == ""
+
+
+def test_the_synthetic_world_has_sbd_and_a_proper_seg11valid(tiny_world, tmp_path):
+    from benchharness.data.sbd import read_sbd_mask, read_sbd_split, seg11valid
+    from benchharness.data.synth_sbd import SBD_DIR, mat_bytes, write_sbd
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.interfaces import DataError
+
+    devkit = VOCDevkit(locate_devkit(tiny_world))
+    sbd = tiny_world / SBD_DIR
+    train, val = (devkit.read_split("2012", s, "Segmentation") for s in ("train", "val"))
+    sbd_train = read_sbd_split(sbd, "train")
+    assert set(train) < set(sbd_train) and set(sbd_train) - set(train) < set(val)
+    ids, _ = seg11valid(devkit, "2012", str(sbd))
+    assert 0 < len(ids) < len(val) and not set(ids) & set(sbd_train)
+    np.testing.assert_array_equal(read_sbd_mask(sbd, val[0]), devkit.read_mask("2012", val[0]))
+    # byte-identical on every write (no creation time in the MAT header)
+    assert mat_bytes({"GTcls": {"Segmentation": np.eye(3, dtype=np.uint8)}}) == \
+        mat_bytes({"GTcls": {"Segmentation": np.eye(3, dtype=np.uint8)}})
+    with pytest.raises(DataError, match="already exists"):
+        write_sbd(tiny_world)

@@ -5,6 +5,7 @@
     VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}        classification/detection
     VOCdevkit/VOC2012/{JPEGImages,Annotations,SegmentationClass,
                        ImageSets/Segmentation,ImageSets/Main}        segmentation
+    benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}            SBD's layout (synth_sbd.py)
     source/{train,val}/<class>/*.jpg                                 object-centric, labelled
     unlabelled/*.jpg                                                 scenes, no labels
     clips/clip_*.mkv, clips/manifest.json                            video with sound, true boxes
@@ -601,7 +602,8 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     marker = out / ".complete"
     marker.unlink(missing_ok=True)
     info_path = out / "world.json"
-    leftovers = [name for name in ("VOCdevkit", "source", "unlabelled", "clips") if (out / name).exists()]
+    leftovers = [name for name in ("VOCdevkit", "benchmark_RELEASE", "source", "unlabelled", "clips")
+                 if (out / name).exists()]
     if leftovers and not _is_synthetic_world(info_path):
         raise DataError(
             out,
@@ -647,6 +649,9 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     for split, ids in splits12.items():
         _write_lines(segmentation / f"{split}.txt", ids)
     _write_main_sets(voc12 / "ImageSets" / "Main", splits12, labels12)
+    from .synth_sbd import write_sbd
+
+    write_sbd(out)  # SBD's layout from the VOC2012 images (FCN's segmentation setup)
 
     # Source: the labelled, object-centric ImageNet stand-in.
     jobs = []

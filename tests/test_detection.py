@@ -337,9 +337,11 @@ def test_multi_scale_detection_on_the_tiny_world(tiny_world, tmp_path):
     rep = Representation(build("alexnet-small"), "alexnet-small")
     ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path, "alexnet-small",
                      config={"iterations": 3, "scales": [64, 96], "test_scales": [64, 96, 128],
-                             "max_size": 200, "rois_per_image": 16, "stepsize": 2})
+                             "max_size": 200, "rois_per_image": 16, "stepsize": 2,
+                             "bbox_normalization": "data"})
     out = detection.transfer(rep, "all", ctx)
     assert out.info["iterations"] == 3 and out.info["test_scales"] == [64, 96, 128]
+    assert out.info["bbox_normalization"] == "data"
     assert out.info["detections"] > 0
 
 
@@ -355,3 +357,44 @@ def test_conv5_stride_with_caffe_pools_and_lrn():
     assert model.spatial_scale == 1 / 16
     # a 227 x 227 input gives Caffe's 13 x 13 conv5 (conv1 55 -> pool1 27 -> pool2 13)
     assert model.conv5(torch.zeros(1, 3, 227, 227)).shape[-2:] == (13, 13)
+
+
+def test_regression_stats_follow_fast_rcnn_by_hand():
+    from benchharness.tasks.fast_rcnn import regression_stats
+
+    gt = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    rois = torch.tensor([[0.0, 0.0, 100.0, 100.0],    # the box itself: IoU 1, targets 0
+                         [10.0, 0.0, 110.0, 100.0],   # IoU 90/110: dx = -10/100
+                         [0.0, 0.0, 80.0, 100.0],     # IoU 0.8: dx = 10/80, dw = log(100/80)
+                         [60.0, 60.0, 160.0, 160.0]])  # IoU < 0.5: left out
+    coder = box_coder()
+    mean, std = regression_stats([rois], [gt], [torch.tensor([3])], 20, coder)
+    w = np.array([10, 10, 5, 5])
+    raw = np.array([[0, 0, 0, 0], [-0.1, 0, 0, 0], [0.125, 0, np.log(100 / 80), 0]]) * w
+    np.testing.assert_allclose(mean[3].numpy(), raw.mean(0), atol=1e-5)
+    expected_std = raw.std(0)
+    expected_std[expected_std == 0] = 1
+    np.testing.assert_allclose(std[3].numpy(), expected_std, atol=1e-5)
+    assert (mean[[0, 1, 20]] == 0).all() and (std[[0, 1, 20]] == 1).all()  # no RoIs: identity
+    # with flipped copies dx averages to zero and keeps its spread
+    mean_f, std_f = regression_stats([rois], [gt], [torch.tensor([3])], 20, coder, flip=True)
+    assert mean_f[3, 0].item() == pytest.approx(0, abs=1e-6)
+    assert std_f[3, 0].item() == pytest.approx(np.sqrt((raw[:, 0] ** 2).mean()), rel=1e-5)
+    np.testing.assert_allclose(mean_f[3, 1:].numpy(), mean[3, 1:].numpy(), atol=1e-6)
+
+
+def test_detect_unnormalises_with_the_target_stats():
+    coder = box_coder()
+    props = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+    gt = torch.tensor([[12.0, 8.0, 55.0, 58.0]])
+    mean, std = torch.zeros(3, 4), torch.ones(3, 4)
+    mean[1], std[1] = torch.tensor([0.5, -0.2, 0.1, 0.3]), torch.tensor([2.0, 1.5, 0.5, 0.8])
+    normalised = (coder.encode_single(gt, props) - mean[1]) / std[1]
+    deltas = torch.zeros(1, 12)
+    deltas[0, 4:8] = normalised[0]
+    logits = torch.tensor([[0.0, 5.0, 0.0]])
+    boxes, _, labels = detect(logits, deltas, props, (100, 100), coder, target_stats=(mean, std))
+    assert labels[0] == 1
+    torch.testing.assert_close(boxes[0], gt[0], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="bbox_normalization must be"):
+        detection.DetConfig.from_mapping({"bbox_normalization": "per-class"}, "all")

@@ -41,7 +41,7 @@ from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, step_schedule
 from .batching import normalised_batch
-from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss
+from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss, regression_stats
 from .proposals import split_proposals, to_continuous, to_voc
 
 PROTOCOLS = ("all", "fc6-8")
@@ -71,6 +71,8 @@ class DetConfig:
     fg_fraction: float = 0.25
     fg_iou: float = 0.5
     bg_low: float = 0.1
+    bbox_normalization: str = "fixed"  # box targets / (0.1, 0.1, 0.2, 0.2); "data": and then by
+    # the per-class means and stds of the training RoIs' targets (Fast R-CNN's)
     gt_as_proposals: bool = True  # the ground-truth boxes join the training proposals
     flip: bool = True
     lr: float = 0.001
@@ -97,6 +99,9 @@ class DetConfig:
         for name in ("scale", "max_size", "iterations", "stepsize", "epochs"):
             if getattr(cfg, name) < 0 or (name in ("scale", "max_size") and getattr(cfg, name) == 0):
                 raise ValueError(f"voc07-det: {name} must be positive, got {getattr(cfg, name)}")
+        if cfg.bbox_normalization not in ("fixed", "data"):
+            raise ValueError(f"voc07-det: bbox_normalization must be 'fixed' or 'data', "
+                             f"got {cfg.bbox_normalization!r}")
         if any(s <= 0 for s in (*cfg.scales, *cfg.test_scales)):
             raise ValueError(f"voc07-det: scales must be positive, got {cfg.scales} / {cfg.test_scales}")
         return cfg
@@ -192,6 +197,13 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
     sched = step_schedule(opt, total, cfg.lr_steps, cfg.step_at, cfg.stepsize)
     gen = torch.Generator().manual_seed(ctx.seed)
     scales = cfg.train_scales
+    if cfg.bbox_normalization == "data":
+        rois = [torch.cat([p, g]) if cfg.gt_as_proposals else p
+                for p, g in zip(data.proposals, data.gt_boxes)]
+        mean, std = regression_stats(rois, data.gt_boxes, data.gt_labels, len(VOC_CLASSES),
+                                     sampler.coder, cfg.fg_iou, cfg.flip)
+        model.target_mean.copy_(mean)
+        model.target_std.copy_(std)
     net = prepare_model(model, device)
     model.train()
     pass_loss, guard = float("nan"), LossGuard("voc07-det training")
@@ -223,6 +235,8 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
             labels.append(sample.labels)
             targets.append(sample.targets)
         rois, labels, targets = (torch.cat(t).to(device) for t in (rois, labels, targets))
+        if cfg.bbox_normalization == "data":  # the model's stats are the identity otherwise
+            targets = (targets - model.target_mean[labels]) / model.target_std[labels]
         if len(labels) > 0:
             with autocast(device, cfg.amp):
                 batch = normalised_batch(images, model.input, device, sizes)
@@ -266,7 +280,8 @@ def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) ->
             props = data.proposals[i].to(device)  # deltas are scale-free: decode in the original frame
             boxes, scores, labels = detect(cls_logits[offset:offset + m], deltas[offset:offset + m],
                                            props, data.sizes[i], coder, cfg.score_thresh, cfg.nms,
-                                           cfg.max_per_image)
+                                           cfg.max_per_image,
+                                           target_stats=(model.target_mean, model.target_std))
             offset += m
             found.append((torch.full_like(labels, i), scores, to_voc(boxes), labels))
     image, scores, boxes, labels = (torch.cat(column).cpu() for column in zip(*found))
@@ -310,7 +325,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "test_images": len(test_data.images), "frozen": list(model.frozen),
               "epochs": cfg.epochs, "iterations": training_steps(len(train_data.images), cfg)[1],
               "scales": list(cfg.train_scales), "test_scales": list(cfg.pyramid),
-              "max_size": cfg.max_size,
+              "max_size": cfg.max_size, "bbox_normalization": cfg.bbox_normalization,
               "proposals": {s: cfg.proposals_for(s) for s in (cfg.train_split, cfg.test_split)},
               "proposals_from_cache": c1 and c2,
               "proposals_per_image": float(np.mean(n_props)) if n_props else 0.0,

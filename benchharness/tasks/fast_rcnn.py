@@ -8,7 +8,13 @@ heads: a (classes + 1)-way classifier and per-class box regression.
 Boxes are continuous ``(x1, y1, x2, y2)`` tensors (see :mod:`.proposals`). Sampling, encoding
 and matching use torchvision's detection building blocks (``Matcher``,
 ``BalancedPositiveNegativeSampler``, ``BoxCoder`` with the standard weights ``(10, 10, 5, 5)``,
-i.e. targets divided by ``(0.1, 0.1, 0.2, 0.2)`` as Fast R-CNN normalises them).
+i.e. targets divided by ``(0.1, 0.1, 0.2, 0.2)``, py-faster-rcnn's fixed normalisation). On
+top of that the model holds per-class ``target_mean`` / ``target_std`` (identity by default);
+:func:`regression_stats` fills them as Fast R-CNN itself does (``roi_data_layer/roidb.py``:
+means and standard deviations of the targets of every training RoI with IoU >= 0.5), the
+targets are normalised with them in training and the predictions unnormalised in
+:func:`detect`. The two normalisations compose to Fast R-CNN's, as both are affine per
+coordinate.
 """
 
 from __future__ import annotations
@@ -102,6 +108,8 @@ class FastRCNN(nn.Module):
         self.pool_size = self.trunk.spec.pool_out
         self.spatial_scale = 1.0 / conv5_stride(self.trunk)
         dim = self.trunk.out_dim
+        self.register_buffer("target_mean", torch.zeros(n_classes + 1, 4))
+        self.register_buffer("target_std", torch.ones(n_classes + 1, 4))
         self.cls_score = nn.Linear(dim, n_classes + 1)
         self.bbox_pred = nn.Linear(dim, 4 * (n_classes + 1))
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -152,6 +160,40 @@ class FastRCNN(nn.Module):
         return groups
 
 
+def regression_stats(rois: list[torch.Tensor], gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],
+                     n_classes: int, coder: BoxCoder, iou: float = 0.5, flip: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means and standard deviations ``[n_classes + 1, 4]`` of the encoded targets of
+    every RoI whose best IoU with a ground-truth box is >= ``iou``, each taking that box's
+    class (Fast R-CNN's ``add_bbox_regression_targets``, BBOX_THRESH 0.5). ``flip`` adds every
+    image's mirror image, as Fast R-CNN's flipped roidb does (dx changes sign). Rows of classes
+    without such RoIs, and the background's, stay at mean 0, std 1."""
+    sums = torch.zeros(n_classes + 1, 4, dtype=torch.float64)
+    squares = torch.zeros_like(sums)
+    counts = torch.zeros(n_classes + 1, 1, dtype=torch.float64)
+    for boxes, gt, labels in zip(rois, gt_boxes, gt_labels):
+        if len(gt) == 0 or len(boxes) == 0:
+            continue
+        best, match = box_iou(gt, boxes).max(0)
+        keep = best >= iou
+        targets = coder.encode_single(gt[match[keep]], boxes[keep]).double()
+        classes = labels[match[keep]]
+        if flip:
+            targets = torch.cat([targets, targets * torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=targets.dtype)])
+            classes = torch.cat([classes, classes])
+        sums.index_add_(0, classes, targets)
+        squares.index_add_(0, classes, targets ** 2)
+        counts.index_add_(0, classes, torch.ones(len(classes), 1, dtype=torch.float64))
+    seen = counts[:, 0] > 0
+    seen[0] = False
+    mean = torch.zeros_like(sums)
+    std = torch.ones_like(sums)
+    mean[seen] = sums[seen] / counts[seen]
+    std[seen] = (squares[seen] / counts[seen] - mean[seen] ** 2).clamp(min=0).sqrt()
+    std[std == 0] = 1.0  # a single RoI (or identical ones): nothing to divide by
+    return mean.float(), std.float()
+
+
 def fast_rcnn_loss(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,
                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax loss over all RoIs plus smooth-L1 (beta 1) on the true class's deltas of the
@@ -165,9 +207,12 @@ def fast_rcnn_loss(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: t
 
 def detect(cls_logits: torch.Tensor, box_deltas: torch.Tensor, proposals: torch.Tensor,
            image_size: tuple[int, int], coder: BoxCoder, score_thresh: float = 0.01,
-           nms_iou: float = 0.3, max_per_image: int = 100, min_size: float = 1.0):
+           nms_iou: float = 0.3, max_per_image: int = 100, min_size: float = 1.0,
+           target_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Per-class boxes, scores and labels (>= 1) of one image after class-wise NMS.
 
+    ``target_stats`` (per-class mean and std, :func:`regression_stats`) unnormalises the
+    predicted deltas before they are decoded.
     ``image_size`` is ``(height, width)`` of the frame ``proposals`` live in; boxes are clipped
     to it. Boxes narrower or lower than ``min_size`` (one pixel: less would be an inverted box
     in the VOC convention) are dropped. At most ``max_per_image`` detections (the highest
@@ -175,7 +220,11 @@ def detect(cls_logits: torch.Tensor, box_deltas: torch.Tensor, proposals: torch.
     """
     n_cls = cls_logits.shape[1]
     scores = F.softmax(cls_logits.float(), dim=1)
-    boxes = coder.decode(box_deltas.float(), [proposals.float()]).view(-1, n_cls, 4)
+    deltas = box_deltas.float()
+    if target_stats is not None:
+        mean, std = target_stats
+        deltas = (deltas.view(-1, n_cls, 4) * std + mean).view(-1, 4 * n_cls)
+    boxes = coder.decode(deltas, [proposals.float()]).view(-1, n_cls, 4)
     boxes = clip_boxes_to_image(boxes, image_size)
     labels = torch.arange(n_cls, device=scores.device).view(1, -1).expand_as(scores)
     boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)

@@ -398,3 +398,18 @@ def test_detect_unnormalises_with_the_target_stats():
     torch.testing.assert_close(boxes[0], gt[0], atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="bbox_normalization must be"):
         detection.DetConfig.from_mapping({"bbox_normalization": "per-class"}, "all")
+
+
+def test_param_groups_give_biases_caffe_multipliers():
+    rep = Representation(build("alexnet-small"), "alexnet-small", learned_stages=("conv1", "conv2"))
+    model = FastRCNN(rep, 20)
+    groups = model.param_groups(rep, 0.01, 0.001, bias_lr_mult=2.0, head_bias_decay=False)
+    where = {id(p): g for g in groups for p in g["params"]}
+    conv1, conv3 = model.trunk.conv1.conv, model.trunk.conv3.conv
+    assert where[id(conv1.weight)]["lr"] == 0.001 and where[id(conv1.bias)]["lr"] == 0.002
+    assert where[id(conv3.weight)]["lr"] == 0.01 and where[id(conv3.bias)]["lr"] == pytest.approx(0.02)
+    for head in (model.cls_score, model.bbox_pred):
+        assert where[id(head.bias)]["weight_decay"] == 0.0 and where[id(head.bias)]["lr"] == pytest.approx(0.02)
+        assert "weight_decay" not in where[id(head.weight)]
+    assert "weight_decay" not in where[id(conv3.bias)]  # the trunk's biases decay (decay_mult 1)
+    assert len(where) == sum(p.requires_grad for p in model.parameters())

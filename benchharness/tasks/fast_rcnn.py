@@ -148,16 +148,27 @@ class FastRCNN(nn.Module):
             features = self.conv5(x)
         return self.heads(features, rois)
 
-    def param_groups(self, representation: Representation, lr: float, lr_pretrained: float):
-        """SGD groups: new layers (and random stages) at ``lr``, pretrained ones at ``lr_pretrained``."""
-        pretrained, new = [], [*self.cls_score.parameters(), *self.bbox_pred.parameters()]
-        for name in STAGES:
-            params = [p for p in self.trunk.stage(name).parameters() if p.requires_grad]
-            (pretrained if name in representation.learned_stages else new).extend(params)
-        groups = [{"params": new, "lr": lr}]
-        if pretrained:
-            groups.append({"params": pretrained, "lr": lr_pretrained or lr})
-        return groups
+    def param_groups(self, representation: Representation, lr: float, lr_pretrained: float,
+                     bias_lr_mult: float = 1.0, head_bias_decay: bool = True):
+        """SGD groups: new layers (and random stages) at ``lr``, pretrained ones at
+        ``lr_pretrained``; biases at ``bias_lr_mult`` times their layer's rate, and without
+        weight decay in the two heads unless ``head_bias_decay`` (Fast R-CNN's CaffeNet
+        train.prototxt: bias ``lr_mult: 2``, the heads' bias ``decay_mult: 0``)."""
+        owners = [(self.cls_score, lr, True), (self.bbox_pred, lr, True)] + [
+            (self.trunk.stage(name), (lr_pretrained or lr) if name in representation.learned_stages else lr,
+             False) for name in STAGES]
+        groups: dict[tuple[float, bool], list] = {}
+        for module, rate, head in owners:
+            for pname, p in module.named_parameters():
+                if not p.requires_grad:
+                    continue
+                if pname.endswith("bias"):
+                    key = (rate * bias_lr_mult, not (head and not head_bias_decay))
+                else:
+                    key = (rate, True)
+                groups.setdefault(key, []).append(p)
+        return [{"params": params, "lr": rate, **({} if decay else {"weight_decay": 0.0})}
+                for (rate, decay), params in groups.items()]
 
 
 def regression_stats(rois: list[torch.Tensor], gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],

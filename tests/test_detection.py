@@ -409,7 +409,8 @@ def test_param_groups_give_biases_caffe_multipliers():
     assert where[id(conv1.weight)]["lr"] == 0.001 and where[id(conv1.bias)]["lr"] == 0.002
     assert where[id(conv3.weight)]["lr"] == 0.01 and where[id(conv3.bias)]["lr"] == pytest.approx(0.02)
     for head in (model.cls_score, model.bbox_pred):
-        assert where[id(head.bias)]["weight_decay"] == 0.0 and where[id(head.bias)]["lr"] == pytest.approx(0.02)
+        bias = where[id(head.bias)]
+        assert bias["weight_decay"] == 0.0 and bias["lr"] == pytest.approx(0.02)
         assert "weight_decay" not in where[id(head.weight)]
     assert "weight_decay" not in where[id(conv3.bias)]  # the trunk's biases decay (decay_mult 1)
     assert len(where) == sum(p.requires_grad for p in model.parameters())

@@ -31,7 +31,8 @@ def mat_bytes(variables: dict) -> bytes:
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, variables)
     data = bytearray(buffer.getvalue())
-    data[:_MAT_HEADER_BYTES] = b"MATLAB 5.0 MAT-file, synthetic SBD mask (benchharness)".ljust(_MAT_HEADER_BYTES)
+    header = b"MATLAB 5.0 MAT-file, synthetic SBD mask (benchharness)"
+    data[:_MAT_HEADER_BYTES] = header.ljust(_MAT_HEADER_BYTES)
     return bytes(data)
 
 

@@ -10,14 +10,16 @@ Training follows Fast R-CNN: each image's short side resized to ``scale`` pixels
 most ``max_size``; horizontal flips; minibatches of ``images_per_batch`` images x
 ``rois_per_image`` RoIs of which 25% foreground (IoU >= 0.5 with a ground-truth box, the
 ground-truth boxes themselves included) and the rest background (IoU in [0.1, 0.5)); softmax +
-smooth-L1 multi-task loss; SGD with momentum and step decay, for ``epochs`` or (``iterations``
-> 0) that many minibatches, the rate divided by 10 every ``stepsize`` iterations when set. 'difficult' objects are left out
-of training, as in Fast R-CNN. Testing: every proposal scored at ``test_scales`` (default: the training scales); with several,
-each image runs as a pyramid and each proposal is scored at the one scale where its area is
-closest to 224 x 224 (Fast R-CNN's ``_project_im_rois``). Boxes regressed per class,
-per-class NMS at IoU 0.3, at most 100 detections per image. Proposals come from selective
-search (cached on disk, see :mod:`.proposals`) or from a user file (``proposals = PATH``).
-Scored with ``voc07-11pt`` (``coco-ap50`` in ``per_metric``).
+smooth-L1 multi-task loss (box targets normalised as ``bbox_normalization`` says); SGD with
+momentum and step decay, for ``epochs`` or (``iterations`` > 0) that many minibatches, the rate
+divided by 10 every ``stepsize`` iterations when set. 'difficult' objects are left out of
+training, as in Fast R-CNN. Testing: every proposal scored at ``test_scales`` (default: the
+training scales); with several, each image runs as a pyramid and each proposal is scored at
+the one scale where its area is closest to 224 x 224 (Fast R-CNN's ``_project_im_rois``).
+Boxes regressed per class, per-class NMS at IoU 0.3, at most 100 detections per image.
+Proposals come from selective search (cached on disk, see :mod:`.proposals`) or from user
+files (``proposals``, ``proposals_trainval``, ``proposals_test``). Scored with ``voc07-11pt``
+(``coco-ap50`` in ``per_metric``).
 """
 
 from __future__ import annotations
@@ -332,7 +334,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "proposals": {s: cfg.proposals_for(s) for s in (cfg.train_split, cfg.test_split)},
               "proposals_from_cache": c1 and c2,
               "proposals_per_image": float(np.mean(n_props)) if n_props else 0.0,
-              "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp, "rescale": rescale_stats,
+              "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp,
+              "rescale": rescale_stats,
               "peak_memory_mb": peak_memory_mb(ctx.device)},
     )
 

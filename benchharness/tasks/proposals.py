@@ -13,8 +13,9 @@ Sources:
   every later job, seed and process reuses it.
 - **Precomputed files** given by the user: Fast R-CNN's per-split selective-search ``.mat``
   files (``voc_2007_trainval.mat``, ``voc_2007_test.mat``; ``boxes``: a cell of ``[K, 4]``
-  arrays in MATLAB's 1-based ``(y1, x1, y2, x2)``, ``images``: the ids, optional), or an ``.npz`` mapping each image id to its
-  ``(x1, y1, x2, y2)`` boxes in the VOC convention (the format of the cache files, so a cache file is a valid input).
+  arrays in MATLAB's 1-based ``(y1, x1, y2, x2)``, ``images``: the ids, optional), or an
+  ``.npz`` mapping each image id to its ``(x1, y1, x2, y2)`` boxes in the VOC convention (the
+  format of the cache files, so a cache file is a valid input).
 """
 
 from __future__ import annotations

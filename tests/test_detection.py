@@ -304,7 +304,7 @@ def test_multi_scale_training_picks_scales_from_the_list(monkeypatch):
         def forward(self, x, rois):
             return self.w.expand(len(rois), 21) * 1.0, self.w.expand(len(rois), 84) * 1.0
 
-        def param_groups(self, representation, lr, lr_pretrained):
+        def param_groups(self, representation, lr, lr_pretrained, *caffe_multipliers):
             return [{"params": [self.w], "lr": lr}]
 
     cfg = detection.DetConfig(scales=(50, 75, 100), max_size=1000, iterations=30, images_per_batch=1,

@@ -73,3 +73,25 @@ def test_crop_settings_backbone_version_and_data_change_the_key(tiny_world, tmp_
 
 def test_no_config_hash_means_no_cache(tiny_world):
     assert _key(_rep(config_hash=None), tiny_world) is None
+
+
+def test_a_run_under_another_amp_mode_computes_its_own_features(tmp_path, tiny_world, fast_suite):
+    """voc07-cls under fc8 with amp off, then bf16 (autocast on the CPU): the second run does not
+    reuse the first one's features, and a repeat of the first does."""
+    from benchharness.plugins import get_registry
+    from benchharness.runner import Runner, plan
+    from benchharness.suite import load_suite
+
+    reg, suite = get_registry(), load_suite(str(fast_suite))
+    runner = Runner(reg, tmp_path / "results", device="cpu", log=lambda m: None, progress=None)
+    infos = []
+    for amp in ("off", "bf16", "off"):
+        the_plan = plan(suite, reg, tiny_world, methods=["random"], protocols=["fc8"], seeds=1,
+                        task_overrides={"amp": amp})
+        [job] = the_plan.jobs
+        runner.store.path_for(job).unlink(missing_ok=True)
+        result = runner.run_job(the_plan, job, {})
+        assert result["status"] == "ok", result.get("error")
+        infos.append(result["info"]["features_from_cache"])
+    assert infos == [False, False, True]
+    assert len(list((tmp_path / "results" / "cache" / "features").glob("*.safetensors"))) == 4

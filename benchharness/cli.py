@@ -167,7 +167,8 @@ def find_reference(results_dir: Path) -> Path:
 @main.command()
 @click.argument("task", type=click.Choice(["cls", "det", "seg"]))
 @click.option("--devkit", "devkit_dir", required=True, type=click.Path(file_okay=False),
-              help="The VOCdevkit directory (or the folder holding it).")
+              help="The VOCdevkit directory, the folder holding it, or a folder holding VOC2007/ "
+                   "(VOC2012/) directly.")
 @click.option("--year", required=True, type=click.Choice(["2007", "2012"]),
               help="Which VOC<year> of the devkit holds the split.")
 @click.option("--split", required=True, metavar="NAME",

@@ -103,6 +103,9 @@ def test_plan_scales_sections_and_every_hash_changes(tmp_path, tiny_world):
     assert keys(full)["supervised"] != keys(part)["supervised"]
     with pytest.raises(BenchharnessError, match="schedule fraction"):
         plan(suite, reg, tiny_world, schedule_fraction=0)
+    suite.task_config["voc07-cls"]["schedule_fraction"] = 0.5  # only the option sets it
+    with pytest.raises(BenchharnessError, match=r"sf.toml: \[tasks.voc07-cls\] sets schedule_fraction"):
+        plan(suite, reg, tiny_world)
 
 
 def test_recorded_in_results_and_marked_on_the_leaderboard(tmp_path, tiny_world, fast_suite):

@@ -144,6 +144,9 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
                   or list(task.protocols))
         if protocols:
             chosen = [p for p in protocols if p in task.protocols]
+        if SCHEDULE_FRACTION_KEY in suite.task_config.get(task_name, {}):
+            raise BenchharnessError(f"{suite.path or suite.name}: [tasks.{task_name}] sets "
+                                    f"{SCHEDULE_FRACTION_KEY}; give it as `run --schedule-fraction F`")
         bad = [p for p in chosen if p not in task.protocols]
         if bad:
             raise BenchharnessError(f"task {task_name}: unknown protocols {bad}; it has {task.protocols}")
@@ -166,9 +169,6 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
             rep_key = config_hash({"method": name, "arg": arg_id, "config": mcfg,
                                    "backbone": suite.backbone, "data": ident})
             method_configs[rep_key] = mcfg
-            if SCHEDULE_FRACTION_KEY in suite.task_config.get(task_name, {}):
-                raise BenchharnessError(f"{suite.path or suite.name}: [tasks.{task_name}] sets "
-                                        f"{SCHEDULE_FRACTION_KEY}; give it as `run --schedule-fraction F`")
             tcfg = {**scale_schedule(suite.task_config.get(task_name, {}), fraction),
                     **(task_overrides or {})}
             if fraction != 1:

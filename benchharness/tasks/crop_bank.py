@@ -10,6 +10,7 @@ features are computed once, cached on disk, and reused by every later job and se
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -96,7 +97,10 @@ def feature_cache_key(representation, *, device: torch.device, amp: str, data_ro
     rep_key = representation.meta.get("config_hash")
     if not rep_key:
         return None
+    # an array field (a mean image) by its bytes: str() of a large array elides its middle
+    convention = {k: hashlib.sha256(v.tobytes()).hexdigest() if hasattr(v, "tobytes") else v
+                  for k, v in dataclasses.asdict(representation.input).items()}
     return config_hash({
         "rep": rep_key, "backbone": getattr(representation, "backbone", None),
-        "input": dataclasses.asdict(representation.input), "precision": precision(device, amp),
+        "input": convention, "precision": precision(device, amp),
         "data": identify(data_root).key, "version": __version__, "settings": dict(settings)})

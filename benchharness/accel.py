@@ -17,11 +17,16 @@ import torch
 AMP_MODES = ("auto", "bf16", "off")
 
 
-def autocast(device: torch.device, amp: str = "auto"):
-    """The autocast context for ``device``: bf16 on CUDA under ``auto``, nothing on the CPU."""
+def precision(device: torch.device, amp: str = "auto") -> str:
+    """The arithmetic ``amp`` gives on ``device``: ``bf16`` (autocast) or ``fp32``."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+    return "bf16" if amp == "bf16" or (amp == "auto" and device.type == "cuda") else "fp32"
+
+
+def autocast(device: torch.device, amp: str = "auto"):
+    """The autocast context for ``device``: bf16 on CUDA under ``auto``, nothing on the CPU."""
+    if precision(device, amp) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -56,8 +56,11 @@ def main():
 @click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
               help="Representation cache [default: RESULTS/cache].")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),
-              help="Folder holding VOCdevkit/ (real PASCAL VOC or a synthetic world); default from "
-                   "the suite (the smoke suite generates its synthetic world when missing).")
+              help="Your PASCAL VOC (or a synthetic world), in any of the layouts DIR/VOCdevkit/VOC2007, "
+                   "DIR = VOCdevkit holding VOC2007/, or DIR holding VOC2007/ (VOC2012/) directly; the "
+                   "layout found is logged. Only read: never written into, never replaced by synthetic "
+                   "data. Default: the suite's data_root (the smoke suite generates its synthetic world "
+                   "there when missing).")
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train [default: the suite's, usually auto].")
 @click.option("--rescale", is_flag=True,
@@ -65,12 +68,20 @@ def main():
                    "the stages the method did not learn, then equalised change rates over all "
                    "layers (magic_init.py -cs); recorded in each result (the published rows marked "
                    "rescaled used it).")
+@click.option("--schedule-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              show_default=True, metavar="F",
+              help="Multiply every iteration and epoch count (epochs, iterations, steps, "
+                   "warmup_epochs, stepsize; not lr_steps) of the suite's method and task sections, "
+                   "and the tasks' own defaults, by F (at least 1), to check a suite's whole pipeline "
+                   "on a small machine. A method's own defaults that the suite does not set are not "
+                   "scaled. F is part of every job's hash, recorded in its result, and the "
+                   "leaderboard marks such rows.")
 @click.option("--backbone", default=None, metavar="NAME",
               help="Backbone replacing the suite's: caffenet (Caffe CaffeNet, for .caffemodel "
                    "checkpoints), alexnet (torchvision layout), alexnet-small.")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
-        backbone, dry_run):
+        schedule_fraction, backbone, dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
@@ -89,14 +100,15 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     root = prepare_data_root(the_suite, data_root, log)
     the_plan = make_plan(the_suite, registry, root, list(methods), list(tasks), list(protocols), seeds,
-                         {"rescale": True} if rescale else None)
+                         {"rescale": True} if rescale else None, schedule_fraction)
     if dry_run:
         for job in the_plan.jobs:
             click.echo(f"{job.method}\t{job.task}\t{job.protocol}\tseed {job.seed}\t{job.config_hash}")
         return
     runner = Runner(registry, Path(results_dir), cache_dir, device or the_suite.device, log)
-    log(f"suite {the_suite.name}: {len(the_plan.jobs)} jobs on {runner.device}, data {root}, "
-        f"results {results_dir}")
+    partial = f", schedule fraction {schedule_fraction:g}" if schedule_fraction != 1 else ""
+    log(f"suite {the_suite.name}: {len(the_plan.jobs)} jobs on {runner.device}, data {root} "
+        f"({the_plan.data.tag}){partial}, results {results_dir}")
     counts = runner.run(the_plan)
     log(f"finished: {counts['done']} run, {counts['skipped']} already done, {counts['failed']} failed")
     if counts["failed"]:
@@ -162,7 +174,8 @@ def find_reference(results_dir: Path) -> Path:
 @main.command()
 @click.argument("task", type=click.Choice(["cls", "det", "seg"]))
 @click.option("--devkit", "devkit_dir", required=True, type=click.Path(file_okay=False),
-              help="The VOCdevkit directory (or the folder holding it).")
+              help="The VOCdevkit directory, the folder holding it, or a folder holding VOC2007/ "
+                   "(VOC2012/) directly.")
 @click.option("--year", required=True, type=click.Choice(["2007", "2012"]),
               help="Which VOC<year> of the devkit holds the split.")
 @click.option("--split", required=True, metavar="NAME",

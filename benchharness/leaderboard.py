@@ -25,6 +25,13 @@ Published rows
     after the measured rows of the same group, labelled ``<method> [published: <source>]``
     (``(rescaled)`` added for rescaled models), with their source in the ``source`` column
     (measured rows read ``measured`` there).
+Schedule fraction and data
+    Results of ``run --schedule-fraction F`` (F < 1) are rows of their own, labelled
+    ``<method> †`` (``<method> †F`` when several fractions are present), with a legend line naming
+    F; they are never averaged with full-schedule results. Results of different data (the
+    ``data`` identity each result records: resolved path and split-file fingerprint) are never
+    averaged together either: when more than one data identity is present, each row's label
+    ends with ``[data TAG]`` and a legend line names each tag's folder.
 CSV
     ``fmt="csv"`` gives a tidy long table instead (one line per row and column, raw numeric
     ``mean``, ``std``, ``n``, ``n_failed``, a boolean ``best`` and a ``published`` flag), which is
@@ -58,9 +65,15 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 
 RESULT_FIELDS = (
     "status", "error", "method", "group", "task", "protocol", "metric", "value",
-    "per_class", "seed", "suite", "config_hash",
+    "per_class", "seed", "suite", "config_hash", "schedule_fraction",
 )
-"""Keys read from every result JSON (``load_results`` adds ``path``)."""
+"""Keys read from every result JSON (``load_results`` adds ``path``, ``data_key``, ``data_tag``
+and ``data_root`` from the result's ``data`` record; ``schedule_fraction`` defaults to 1)."""
+
+DATA_FIELDS = ("data_key", "data_tag", "data_root")
+
+UNRECORDED = "unrecorded"
+"""The data tag of results stored before results recorded their data."""
 
 REFERENCE_COLUMNS = (
     "source", "table", "method", "group", "rescaled",
@@ -109,9 +122,14 @@ def load_results(results_dir: Path | str) -> pd.DataFrame:
             continue
         record = {k: data.get(k) for k in RESULT_FIELDS}
         record["path"] = str(path)
+        ident = data.get("data") if isinstance(data.get("data"), dict) else {}
+        record["data_key"] = ident.get("key") or UNRECORDED
+        record["data_tag"] = ident.get("tag") or UNRECORDED
+        record["data_root"] = ident.get("root") or data.get("data_root")
         records.append(record)
-    df = pd.DataFrame(records, columns=[*RESULT_FIELDS, "path"])
+    df = pd.DataFrame(records, columns=[*RESULT_FIELDS, "path", *DATA_FIELDS])
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    df["schedule_fraction"] = pd.to_numeric(df["schedule_fraction"], errors="coerce").fillna(1.0).astype(float)
     return df
 
 
@@ -149,8 +167,53 @@ def _column_of(task, protocol) -> str:
     return f"{task} {protocol}"
 
 
+def _labels(df: pd.DataFrame) -> pd.Series:
+    """Each result's row label: the method, marked ``†`` for a schedule fraction below 1 (``†F``
+    when several fractions are present) and ``[data TAG]`` when more than one data identity is."""
+    fractions = df["schedule_fraction"] if "schedule_fraction" in df else pd.Series(1.0, index=df.index)
+    fractions = pd.to_numeric(fractions, errors="coerce").fillna(1.0)
+    partial = sorted({float(f) for f in fractions if f != 1})
+    keys = df["data_key"].fillna(UNRECORDED) if "data_key" in df else pd.Series(UNRECORDED, index=df.index)
+    tags = df["data_tag"].fillna(UNRECORDED) if "data_tag" in df else keys
+    several_data = keys.nunique() > 1
+    labels = []
+    for method, fraction, tag in zip(df["method"].astype(str), fractions, tags):
+        label = method
+        if fraction != 1:
+            label += " †" if len(partial) == 1 else f" †{fraction:g}"
+        if several_data:
+            label += f" [data {tag}]"
+        labels.append(label)
+    return pd.Series(labels, index=df.index, dtype=object)
+
+
+def legend(results_df: pd.DataFrame | None) -> list[str]:
+    """Legend lines for the row marks of :func:`_labels` (schedule fractions, data tags)."""
+    if results_df is None or results_df.empty:
+        return []
+    notes = []
+    fractions = pd.to_numeric(results_df.get("schedule_fraction", pd.Series(dtype=float)),
+                              errors="coerce").fillna(1.0)
+    partial = sorted({float(f) for f in fractions if f != 1})
+    if len(partial) == 1:
+        notes.append(f"† schedule fraction {partial[0]:g}: every iteration and epoch count scaled by "
+                     "it (run --schedule-fraction); not the full protocol, kept apart from full runs.")
+    elif partial:
+        notes.append("†F schedule fraction F: every iteration and epoch count scaled by F (run "
+                     "--schedule-fraction); not the full protocol, kept apart from full runs.")
+    if "data_key" in results_df and results_df["data_key"].fillna(UNRECORDED).nunique() > 1:
+        seen = results_df.drop_duplicates("data_key")
+        described = [f"{tag} = {root or 'not recorded'}" for tag, root in
+                     sorted(zip(seen["data_tag"].fillna(UNRECORDED), seen["data_root"]))]
+        notes.append("Data (results of different data are separate rows): " + "; ".join(described) + ".")
+    return notes
+
+
 def summarize(results_df: pd.DataFrame) -> pd.DataFrame:
     """One row per (group, method, column, metric) with ``mean``, ``std``, ``n``, ``n_failed``.
+
+    ``method`` is the row label (see :func:`_labels`): results at another schedule fraction or
+    of other data get rows of their own.
 
     ``std`` is the sample std (ddof=1), NaN for a single seed. A job counts as failed when its
     status is not ``ok`` or it has no value; failures are counted per (group, method, column) and
@@ -162,7 +225,7 @@ def summarize(results_df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=out_cols)
     df = results_df.copy()
     df["group"] = df["group"].where(df["group"].notna(), "unknown").astype(str)
-    df["method"] = df["method"].astype(str)
+    df["method"] = _labels(df)
     df["column"] = [_column_of(t, p) for t, p in zip(df["task"], df["protocol"])]
     df["ok"] = (df["status"] == "ok") & df["value"].notna()
     rows = []
@@ -290,7 +353,7 @@ def _build(results_df: pd.DataFrame | None, reference_df: pd.DataFrame | None):
         rows.extend(sorted((r for r in measured.values() if r.group == group), key=lambda r: r.method))
         rows.extend(r for r in published if r.group == group)
 
-    notes = []
+    notes = legend(results_df)
     described = [f"{c}: {', '.join(m)}" + (" (mixed; best not marked)" if len(m) > 1 else "")
                  for c, m in col_metrics.items() if m]
     if described:

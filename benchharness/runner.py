@@ -9,7 +9,6 @@ most the job in flight.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import shutil
 import sys
@@ -23,13 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.check import ensure_devkit
+from .data.identity import DataIdentity, identify, synthetic_recipe
+from .data.voc import find_devkit
 from .export import export_predictions
 from .interfaces import BenchharnessError, DataError, RunContext
 from .locks import FileLock
 from .plugins import Registry
 from .representation import Representation
 from .results import ResultStore, versions
-from .suite import Job, Suite, config_hash, file_digest, split_method_spec
+from .suite import (Job, Suite, check_schedule_fraction, config_hash, file_digest, scale_schedule,
+                    split_method_spec)
+from .tasks.settings import SCHEDULE_FRACTION_KEY
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,32 +52,50 @@ def progress_bar(iterable, **kwargs):
 
 
 def data_identity(data_root: Path) -> str:
-    """What the data is, for cache keys: the synthetic world's recipe, or the resolved path."""
-    world = data_root / "world.json"
-    if world.is_file():
-        try:
-            recipe = json.loads(world.read_text())
-            return "synthetic:" + config_hash({k: recipe.get(k) for k in ("seed", "size", "version")})
-        except json.JSONDecodeError:
-            pass
-    return str(data_root.resolve())
+    """What the data is, for representation cache keys: the synthetic world's recipe, or the
+    resolved path (methods pretrain on what lies under the root: source/, unlabelled/, clips/)."""
+    return synthetic_recipe(data_root) or str(Path(data_root).resolve())
+
+
+DEFAULT_DATA_ROOT = "data/synthetic-small"
+
+
+def _may_generate_into(root: Path) -> bool:
+    """True where a synthetic world may be written: a missing or empty folder, or an
+    unfinished world of ours (``world.json`` without ``.complete``)."""
+    if not root.exists():
+        return True
+    if not root.is_dir():
+        return False
+    return (root / "world.json").is_file() or not any(root.iterdir())
 
 
 def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], None]) -> Path:
-    """The data root to use; generates the embedded synthetic world when the suite asks for it."""
-    root = Path(override or suite.data_root or "data/synthetic-small")
-    if suite.synthetic is not None and not (root / ".complete").is_file() and not (root / "VOCdevkit").exists():
+    """The data root to use, after checking that it holds PASCAL VOC in one of the accepted
+    layouts (:data:`~benchharness.data.voc.LAYOUTS`) and logging which one was found.
+
+    A root the user gives (``override``) is only read: never written into, never filled with a
+    synthetic world. The synthetic world of a suite with a ``[synthetic]`` section is generated
+    (or given its video clips) only at the suite's own default ``data_root``, which ``override``
+    may also name. Raises DataError listing the layouts when no VOC is found.
+    """
+    default = Path(suite.data_root or DEFAULT_DATA_ROOT)
+    root = Path(override) if override else default
+    ours = suite.synthetic is not None and root.resolve() == default.resolve()
+    if ours and not (root / ".complete").is_file() and _may_generate_into(root):
         from .data.synth import generate_world
 
         log(f"generating the synthetic world in {root} (seed {suite.synthetic.get('seed', 0)}, "
             f"size {suite.synthetic.get('size', 'small')})")
         generate_world(root, seed=int(suite.synthetic.get("seed", 0)),
                        size=str(suite.synthetic.get("size", "small")), progress=progress_bar)
-    elif suite.synthetic is not None:  # a world generated before worlds had video clips
+    elif ours and (root / ".complete").is_file():  # a world generated before worlds had clips
         from .data.synth_clips import ensure_clips
 
         if ensure_clips(root, progress_bar):
             log(f"added the video clips to the synthetic world in {root}")
+    for line in find_devkit(root).describe(root):
+        log(line)
     return root
 
 
@@ -86,21 +107,30 @@ class Plan:
     data_root: Path
     jobs: list[Job]
     method_configs: dict[str, dict] = field(default_factory=dict)  # representation key -> config
+    data: DataIdentity | None = None  # recorded in every result (``data``)
+    schedule_fraction: float = 1.0  # recorded in every result
 
 
 def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] | None = None,
          tasks: list[str] | None = None, protocols: list[str] | None = None,
-         seeds: int | None = None, task_overrides: dict | None = None) -> Plan:
+         seeds: int | None = None, task_overrides: dict | None = None,
+         schedule_fraction: float = 1.0) -> Plan:
     """Expand the suite (filtered by the CLI's choices) into jobs; checks names and data first.
 
     ``task_overrides`` (e.g. ``{"rescale": True}``) are added to every task's settings.
+    ``schedule_fraction`` F in (0, 1] multiplies every schedule count
+    (:data:`~benchharness.suite.SCHEDULE_KEYS`) of the method and task sections by F (at least
+    1); tasks get F as ``schedule_fraction`` and scale their own defaults with it. F and the
+    data's identity (split fingerprint included) are part of every job's hash.
     """
+    fraction = check_schedule_fraction(schedule_fraction)
     methods = list(methods or suite.methods)
     task_names = list(tasks or suite.tasks)
     registered_methods = registry.methods()
     datasets = registry.datasets()
     registry.get("backbones", suite.backbone)
     ident = data_identity(data_root)
+    data = identify(data_root)
     jobs, method_configs = [], {}
     years = set()
     for task_name in task_names:
@@ -114,6 +144,9 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
                   or list(task.protocols))
         if protocols:
             chosen = [p for p in protocols if p in task.protocols]
+        if SCHEDULE_FRACTION_KEY in suite.task_config.get(task_name, {}):
+            raise BenchharnessError(f"{suite.path or suite.name}: [tasks.{task_name}] sets "
+                                    f"{SCHEDULE_FRACTION_KEY}; give it as `run --schedule-fraction F`")
         bad = [p for p in chosen if p not in task.protocols]
         if bad:
             raise BenchharnessError(f"task {task_name}: unknown protocols {bad}; it has {task.protocols}")
@@ -126,7 +159,7 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
                 raise BenchharnessError(f"method {name} needs an argument: --method {name}:PATH")
             if arg and not method.takes_argument:
                 raise BenchharnessError(f"method {name} takes no argument (got {spec!r})")
-            mcfg = dict(suite.method_config.get(name, {}))
+            mcfg = scale_schedule(dict(suite.method_config.get(name, {})), fraction)
             arg_id = None
             if arg:
                 p = Path(arg).expanduser()
@@ -136,15 +169,18 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
             rep_key = config_hash({"method": name, "arg": arg_id, "config": mcfg,
                                    "backbone": suite.backbone, "data": ident})
             method_configs[rep_key] = mcfg
-            tcfg = {**suite.task_config.get(task_name, {}), **(task_overrides or {})}
+            tcfg = {**scale_schedule(suite.task_config.get(task_name, {}), fraction),
+                    **(task_overrides or {})}
+            if fraction != 1:
+                tcfg[SCHEDULE_FRACTION_KEY] = fraction
             for protocol in chosen:
                 for seed in range(seeds if seeds is not None else suite.seeds):
                     h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
-                                     "config": tcfg, "seed": seed})
+                                     "config": tcfg, "seed": seed, "data": data.key})
                     jobs.append(Job(suite.name, spec, task_name, protocol, seed, rep_key, h, tcfg))
     if years:  # structure, split files and annotations, every problem listed at once
         ensure_devkit(data_root, sorted(years), quick=True)
-    return Plan(suite, data_root, jobs, method_configs)
+    return Plan(suite, data_root, jobs, method_configs, data, fraction)
 
 
 class Runner:
@@ -257,6 +293,8 @@ class Runner:
                 "protocol": job.protocol, "seed": job.seed, "suite": job.suite,
                 "config_hash": job.config_hash, "representation_key": job.representation_key,
                 "backbone": plan.suite.backbone, "data_root": str(plan.data_root),
+                "data": (plan.data or identify(plan.data_root)).record(),
+                "schedule_fraction": plan.schedule_fraction,
                 "device": str(self.device), "versions": versions()}
         name, _ = split_method_spec(job.method_spec)
         base["group"] = plan.method_configs[job.representation_key].get(

@@ -16,6 +16,12 @@ from typing import Any
 
 from .interfaces import BenchharnessError
 
+SCHEDULE_KEYS = frozenset({"epochs", "iterations", "steps", "warmup_epochs", "stepsize"})
+"""The settings that count iterations or epochs (``stepsize``: Caffe's learning-rate step
+interval, in iterations). ``run --schedule-fraction F`` multiplies them by F. ``lr_steps``
+(how many times the learning rate is divided) is a count of divisions, not of iterations, and
+is not among them."""
+
 SUITE_DIRS = (Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks")
 
 
@@ -23,6 +29,42 @@ def config_hash(obj: Any, length: int = 12) -> str:
     """A short, stable hash of a JSON-able configuration."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def check_schedule_fraction(fraction: float) -> float:
+    """``fraction`` as a float, or a BenchharnessError when it is not in (0, 1]."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        raise BenchharnessError(f"schedule fraction must be a number in (0, 1], got {fraction!r}") from None
+    if not 0 < value <= 1:
+        raise BenchharnessError(f"schedule fraction must be in (0, 1], got {fraction!r}")
+    return value
+
+
+def scale_count(value: Any, fraction: float) -> Any:
+    """One schedule count times ``fraction``, rounded, at least 1. Zero (a setting's "off" or
+    "default") and anything that is not a positive int or float stay as they are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return value
+    scaled = max(1, round(value * fraction))
+    return scaled if isinstance(value, int) else float(scaled)
+
+
+def scale_schedule(section: Any, fraction: float) -> Any:
+    """A copy of a suite section with every :data:`SCHEDULE_KEYS` value multiplied by
+    ``fraction`` (see :func:`scale_count`), in nested tables too (``[tasks.T.PROTOCOL]``)."""
+    if not isinstance(section, dict):
+        return section
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out[key] = scale_schedule(value, fraction)
+        elif key in SCHEDULE_KEYS and fraction != 1:
+            out[key] = scale_count(value, fraction)
+        else:
+            out[key] = value
+    return out
 
 
 def file_digest(path: Path, length: int = 16) -> str:

@@ -210,12 +210,12 @@ def test_older_world_gets_its_clips_and_missing_clips_are_explained(tmp_path: Pa
     shutil.rmtree(fresh)
 
 
-def test_a_smoke_run_adds_clips_to_an_older_world(tmp_path: Path):
+def test_a_smoke_run_adds_clips_to_an_older_world_at_its_default_place_only(tmp_path: Path):
     from benchharness.runner import prepare_data_root
     from benchharness.suite import load_suite
 
     world = tmp_path / "old"
-    world.mkdir()
+    (world / "VOCdevkit" / "VOC2007").mkdir(parents=True)
     (world / "world.json").write_text(json.dumps({"generator": "benchharness.data.synth", "seed": 3,
                                                   "size": "tiny", "counts": {}}))
     (world / ".complete").write_bytes(b"")
@@ -223,6 +223,14 @@ def test_a_smoke_run_adds_clips_to_an_older_world(tmp_path: Path):
     suite.write_text('name = "s"\nbackbone = "alexnet-small"\n[synthetic]\nseed = 3\nsize = "tiny"\n'
                      '[methods]\nuse = ["random"]\n[tasks]\nuse = ["voc07-cls"]\n')
     logs = []
+    # given as --data-root, elsewhere than the suite's default: only read, no clips added
     assert prepare_data_root(load_suite(str(suite)), str(world), logs.append) == world
+    assert not (world / "clips").exists()
+    assert [line.split(" (layout")[0] for line in logs] == [f"found VOC2007 at {world / 'VOCdevkit' / 'VOC2007'}"]
+    # where the suite's own data_root points, the older world gets its clips
+    the_suite = load_suite(str(suite))
+    the_suite.data_root = str(world)
+    logs.clear()
+    assert prepare_data_root(the_suite, None, logs.append) == world
     assert len(list_videos(world / "clips")) == TINY.clips
-    assert logs == [f"added the video clips to the synthetic world in {world}"]
+    assert logs[0] == f"added the video clips to the synthetic world in {world}"

@@ -10,13 +10,20 @@ import pytest
 from click.testing import CliRunner
 
 from benchharness.cli import main
+from benchharness.suite import find_suite
 
 
 @pytest.mark.slow
 def test_supervised_beats_random_on_the_small_world(tmp_path):
     world = tmp_path / "world"
     results = tmp_path / "results"
-    out = CliRunner().invoke(main, ["run", "--suite", "smoke", "--data-root", str(world),
+    # the smoke suite with its default data_root moved here: it generates its world there
+    # (a --data-root the user gives is never filled with one)
+    smoke = find_suite("smoke").read_text()
+    assert 'data_root = "data/synthetic-small"' in smoke
+    suite = tmp_path / "smoke.toml"
+    suite.write_text(smoke.replace('data_root = "data/synthetic-small"', f'data_root = "{world.as_posix()}"'))
+    out = CliRunner().invoke(main, ["run", "--suite", str(suite),
                                     "--results", str(results), "--protocol", "fc8",
                                     "--seeds", "1", "--device", "cpu"])
     assert out.exit_code == 0, out.output

@@ -46,7 +46,7 @@ def locate_clips(data_root: Path) -> Path:
         raise DataError(path, "video clips with sound expected here (a folder of video files: mp4, "
                               "mkv, avi, webm, mov). Synthetic worlds have them: generate one with "
                               "`benchharness data synth --out DIR` (a smoke run adds them to an older "
-                              "synthetic world); for your own videos set `video_dir` in the method's "
+                              "synthetic world at the suite's own data_root); for your own videos set `video_dir` in the method's "
                               "suite section")
     return path
 

@@ -1,6 +1,7 @@
 """Readers for the PASCAL VOCdevkit layout (real VOC 2007/2012 and the synthetic world).
 
-Layout read here::
+Layout read here (the data root may hold ``VOCdevkit/``, be it, or hold ``VOC2007/`` directly:
+see :data:`LAYOUTS`)::
 
     VOCdevkit/VOC2007/JPEGImages/<id>.jpg
                      /Annotations/<id>.xml
@@ -32,25 +33,60 @@ YEARS = ("2007", "2012")
 
 _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
+LAYOUTS = {
+    "DIR/VOCdevkit/VOCyyyy": "DIR/VOCdevkit/VOC2007 (and VOC2012), as the official archives extract",
+    "DIR is VOCdevkit": "DIR is the VOCdevkit folder itself, holding VOC2007/ (and VOC2012/)",
+    "DIR/VOCyyyy": "DIR holds VOC2007/ (and VOC2012/) directly",
+}
+"""The folder layouts a data root may have: a short name -> what it looks like."""
+
 _HOW_TO_GET = (
-    "no VOCdevkit found here: expected <root>/VOCdevkit/VOC2007 (or VOC2012); "
-    "get PASCAL VOC from http://host.robots.ox.ac.uk/pascal/VOC/ or run "
+    "no VOCdevkit found here: expected one of the layouts "
+    + "; ".join(f"({i}) {text}" for i, text in enumerate(LAYOUTS.values(), 1))
+    + ". Get PASCAL VOC from http://host.robots.ox.ac.uk/pascal/VOC/ or run "
     "`benchharness data fetch voc2007`, or generate the synthetic world with "
     "`benchharness data synth --out DIR`"
 )
 
 
-def _is_devkit(path: Path) -> bool:
-    return any((path / f"VOC{year}").is_dir() for year in YEARS)
+@dataclass(frozen=True)
+class FoundDevkit:
+    """Where a data root's PASCAL VOC is: the ``devkit`` folder (the one holding ``VOC<year>``),
+    the name of its layout (a key of :data:`LAYOUTS`) and the years present."""
+
+    devkit: Path
+    layout: str
+    years: tuple[str, ...]
+
+    def describe(self, data_root: Path | str) -> list[str]:
+        """One log line per year found, naming the layout."""
+        return [f"found VOC{year} at {self.devkit / f'VOC{year}'} (layout: {self.layout}, "
+                f"data root {data_root})" for year in self.years]
+
+
+def _years(path: Path) -> tuple[str, ...]:
+    return tuple(year for year in YEARS if (path / f"VOC{year}").is_dir())
+
+
+def find_devkit(data_root: Path | str) -> FoundDevkit:
+    """Which of the :data:`LAYOUTS` ``data_root`` has; raise DataError listing them otherwise.
+
+    Only reads: nothing is created or changed under ``data_root``.
+    """
+    root = Path(data_root)
+    nested = root / "VOCdevkit"
+    if nested.is_dir() and _years(nested):
+        return FoundDevkit(nested, "DIR/VOCdevkit/VOCyyyy", _years(nested))
+    if root.is_dir() and _years(root):
+        layout = "DIR is VOCdevkit" if root.resolve().name == "VOCdevkit" else "DIR/VOCyyyy"
+        return FoundDevkit(root, layout, _years(root))
+    raise DataError(root, _HOW_TO_GET)
 
 
 def locate_devkit(data_root: Path | str) -> Path:
-    """Return the ``VOCdevkit`` directory given it or its parent; raise DataError otherwise."""
-    root = Path(data_root)
-    for candidate in (root / "VOCdevkit", root):
-        if candidate.is_dir() and _is_devkit(candidate):
-            return candidate
-    raise DataError(root, _HOW_TO_GET)
+    """Return the ``VOCdevkit`` directory of ``data_root`` in any of the :data:`LAYOUTS` (see
+    :func:`find_devkit`); raise DataError listing them otherwise."""
+    return find_devkit(data_root).devkit
 
 
 @dataclass

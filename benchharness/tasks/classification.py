@@ -44,7 +44,7 @@ from ..rescale import INIT_IMAGES, rescaled
 from ..suite import config_hash
 from ..training import LossGuard, sgd_step
 from .settings import caffe_step_schedule, from_suite_section, step_schedule
-from .crop_bank import CropBank, cached_features, compute_features
+from .crop_bank import CropBank, cached_features, compute_features, feature_cache_key
 
 PROTOCOLS = ("fc8", "fc6-8", "all")
 FROZEN_THROUGH = {"fc8": "fc7", "fc6-8": "conv5", "all": None}
@@ -189,13 +189,13 @@ def frozen_features(model: Classifier, representation, images, bank: CropBank, s
     ``through_frozen``); the conv5 part comes from the disk cache when there
     (``(features, came_from_cache)``)."""
     cache_file = None
-    rep_key = representation.meta.get("config_hash")
-    if rep_key and cfg.feature_cache:
-        key = config_hash({"rep": rep_key, "rescale": cfg.rescale, "rescale_images": cfg.rescale_images,
-                           "layer": SHARED_LAYER, "year": cfg.year,
-                           "split": split, "store": cfg.store_size, "input": cfg.input_size,
-                           "k": bank.k, "scale": cfg.crop_scale, "seed": cfg.bank_seed}
-                          | ({"crop_mode": cfg.crop_mode} if cfg.crop_mode != "area" else {}))
+    key = cfg.feature_cache and feature_cache_key(
+        representation, device=ctx.device, amp=cfg.amp, data_root=ctx.data_root,
+        settings={"rescale": cfg.rescale, "rescale_images": cfg.rescale_images, "layer": SHARED_LAYER,
+                  "year": cfg.year, "split": split, "store": cfg.store_size, "input": cfg.input_size,
+                  "k": bank.k, "scale": cfg.crop_scale, "seed": cfg.bank_seed}
+                 | ({"crop_mode": cfg.crop_mode} if cfg.crop_mode != "area" else {}))
+    if key:
         cache_file = Path(ctx.cache_dir) / "features" / f"{SHARED_LAYER}-{key}.safetensors"
     model.to(ctx.device).eval()
 

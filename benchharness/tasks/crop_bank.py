@@ -10,15 +10,20 @@ bank (K random crops per image, as the reference's 10 random test crops).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors.torch import load_file, save
 
-from .. import atomic
+from .. import __version__, atomic
+from ..accel import precision
+from ..data.identity import identify
 from ..data.transforms import crop_batch, sample_boxes
+from ..suite import config_hash
 
 
 @dataclass
@@ -79,3 +84,25 @@ def cached_features(cache_file: Path | None, compute: Callable[[], torch.Tensor]
     if cache_file is not None:
         atomic.write_bytes(cache_file, save({"features": feats.contiguous()}))
     return feats, False
+
+
+def feature_cache_key(representation, *, device: torch.device, amp: str, data_root: Path,
+                      settings: Mapping[str, Any]) -> str | None:
+    """The cache key of frozen features: everything that changes them, or None when the
+    representation has no ``config_hash`` (not cacheable).
+
+    It holds the representation's configuration hash and backbone, its input convention (every
+    field of ``representation.input``), the arithmetic (``bf16`` or ``fp32``, from ``amp`` on
+    ``device``), the data's identity (split files included), the package version, and the
+    caller's ``settings`` (layer, split, crop sizes, bank size, scale, seed, rescaling...).
+    """
+    rep_key = representation.meta.get("config_hash")
+    if not rep_key:
+        return None
+    # an array field (a mean image) by its bytes: str() of a large array elides its middle
+    convention = {k: hashlib.sha256(v.tobytes()).hexdigest() if hasattr(v, "tobytes") else v
+                  for k, v in dataclasses.asdict(representation.input).items()}
+    return config_hash({
+        "rep": rep_key, "backbone": getattr(representation, "backbone", None),
+        "input": convention, "precision": precision(device, amp),
+        "data": identify(data_root).key, "version": __version__, "settings": dict(settings)})

@@ -8,15 +8,25 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..suite import SCHEDULE_KEYS, check_schedule_fraction, scale_count
+
+
+SCHEDULE_FRACTION_KEY = "schedule_fraction"
+"""The key of a task's config through which ``run --schedule-fraction F`` reaches the task: the
+runner has already scaled the schedule counts the suite gives; :func:`from_suite_section` scales
+the settings dataclass's own defaults of the others."""
+
 
 def from_suite_section(settings_class, task: str, protocols: Sequence[str], config: Mapping[str, Any],
                        protocol: str):
     """An instance of the dataclass ``settings_class`` from the top-level keys of a task's suite
     section, overridden by its ``[protocol]`` table. A key that is neither a field, a protocol
     table nor ``protocols`` is an error naming the task; list values of tuple fields become
-    tuples."""
+    tuples. With ``schedule_fraction`` F in ``config``, the defaults of the fields named in
+    :data:`~benchharness.suite.SCHEDULE_KEYS` that the section does not set are multiplied by F
+    (at least 1; the values it sets arrive scaled already)."""
     names = {f.name for f in fields(settings_class)}
-    unknown = set(config) - names - set(protocols) - {"protocols"}
+    unknown = set(config) - names - set(protocols) - {"protocols", SCHEDULE_FRACTION_KEY}
     if unknown:
         raise ValueError(f"{task}: unknown settings {sorted(unknown)}; known: {sorted(names)}")
     merged = {k: v for k, v in config.items() if k in names}
@@ -25,6 +35,10 @@ def from_suite_section(settings_class, task: str, protocols: Sequence[str], conf
     for key, value in merged.items():
         if isinstance(getattr(defaults, key), tuple):
             merged[key] = tuple(value)
+    fraction = check_schedule_fraction(config.get(SCHEDULE_FRACTION_KEY, 1.0))
+    if fraction != 1:
+        for name in sorted((names & SCHEDULE_KEYS) - set(merged)):
+            merged[name] = scale_count(getattr(defaults, name), fraction)
     return settings_class(**merged)
 
 

@@ -410,7 +410,8 @@ def fetch(dataset, dest, base_url, remove_archives):
 
 @data.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Where to write the world (VOCdevkit/, source/, unlabelled/, clips/).")
+              help="Where to write the world (VOCdevkit/, benchmark_RELEASE/ (SBD), source/, "
+                   "unlabelled/, clips/).")
 @click.option("--seed", default=0, show_default=True, help="The world is a pure function of the seed.")
 @click.option("--size", default="small", show_default=True,
               type=click.Choice(["tiny", "small", "medium"]),

@@ -162,7 +162,10 @@ def test_restoring_stage_scales_changes_outputs_only_by_a_factor_per_stage():
             assert rms[stage] == pytest.approx(target[stage], rel=1e-4)
             after = net.forward_to(x, stage)
             factor = info["factors"][stage]
-            assert factor > 0 and torch.allclose(after, factor * before[stage], rtol=1e-4, atol=1e-5)
+            # float32 rounding scales with the stage's largest activations, not with each
+            # element (a ReLU output that is 0 before may be 2e-5 after on some CPUs)
+            atol = 1e-6 * float(after.abs().max())
+            assert factor > 0 and torch.allclose(after, factor * before[stage], rtol=1e-4, atol=atol)
     assert info["factors"]["conv2"] > 5  # the shrunk stage was scaled back up
     assert torch.equal(net.fc7.fc.weight, fc7_weight)  # an unlearned stage is left alone
 

@@ -51,10 +51,13 @@ class TrunkSpec:
     fc7_dim: int = 0  # 0: fc_dim (Wang & Gupta's tracking model has a 1024-d fc7)
     dropout_after: bool = False  # Caffe's order fc -> relu -> dropout; torchvision's is dropout first
     relu_slope: float = 0.0  # > 0: leaky ReLUs (the BiGAN encoder)
+    init: str = "he"  # random weights: "he" (N(0, 2/fan_in)) or "caffe" (CaffeNet's fillers)
 
     def __post_init__(self):
         if self.lrn not in LRN_PLACES:
             raise ValueError(f"lrn must be one of {LRN_PLACES}, not {self.lrn!r}")
+        if self.init not in ("he", "caffe"):
+            raise ValueError(f"init must be 'he' or 'caffe', not {self.init!r}")
 
     @property
     def conv_paddings(self) -> tuple[int, ...]:
@@ -148,15 +151,26 @@ class AlexNetTrunk(nn.Module):
         return getattr(self, name)
 
     def reset_parameters(self, stages=STAGES, generator: torch.Generator | None = None):
-        """Re-initialise the named stages (Gaussian weights, constant biases, as in Caffe)."""
+        """Re-initialise the named stages (Gaussian weights, constant biases, as in Caffe).
+
+        ``init = "he"`` draws N(0, 2 / fan_in) (keeps deep random nets from vanishing) with bias
+        0.1 (0 for conv1); ``init = "caffe"`` uses the fillers of Caffe's
+        bvlc_reference_caffenet train_val.prototxt, made for 0-255 input: std 0.01 for the
+        convolutions, 0.005 for fc6/fc7, biases 0 (conv1, conv3) or 1 (the others) -- the
+        published "Gaussian" rows.
+        """
         for name in stages:
             for m in self.stage(name).modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    fan_in = m.weight[0].numel()
-                    std = (2.0 / fan_in) ** 0.5  # He init: keeps deep random nets from vanishing
+                    if self.spec.init == "caffe":
+                        std = 0.005 if name in FC_STAGES else 0.01
+                        bias = 0.0 if name in ("conv1", "conv3") else 1.0
+                    else:
+                        std = (2.0 / m.weight[0].numel()) ** 0.5
+                        bias = 0.1 if name != "conv1" else 0.0
                     with torch.no_grad():
                         m.weight.normal_(0.0, std, generator=generator)
-                        m.bias.fill_(0.1 if name != "conv1" else 0.0)
+                        m.bias.fill_(bias)
 
     def forward_to(self, x: torch.Tensor, last: str = "fc7") -> torch.Tensor:
         """Run from the input through stage ``last`` (inclusive)."""
@@ -190,7 +204,8 @@ ALEXNET = TrunkSpec(channels=(64, 192, 384, 256, 256), kernels=(11, 5, 3, 3, 3),
 # fc7 4096 each followed by ReLU and dropout 0.5. Pools round up (pooling_layer.cpp: ceil).
 CAFFENET = TrunkSpec(channels=(96, 256, 384, 384, 256), kernels=(11, 5, 3, 3, 3), conv1_stride=4,
                      conv1_padding=0, fc_dim=4096, input_size=227, pool_out=6,
-                     groups=(1, 2, 1, 2, 2), ceil_pool=True, lrn="after_pool", dropout_after=True)
+                     groups=(1, 2, 1, 2, 2), ceil_pool=True, lrn="after_pool", dropout_after=True,
+                     init="caffe")
 ALEXNET_SMALL = TrunkSpec(channels=(32, 64, 96, 96, 64), kernels=(5, 5, 3, 3, 3), conv1_stride=2,
                           conv1_padding=2, fc_dim=256, input_size=64, pool_out=3, dropout=0.0)
 

@@ -89,6 +89,12 @@ CAFFE_BGR = InputConvention(mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), cha
                             pixel_scale=255.0)
 
 
+def default_convention(backbone: str) -> InputConvention:
+    """The input convention a freshly built trunk of ``backbone`` is meant for: Caffe's for
+    ``caffenet`` (its fillers assume 0-255 pixels), torchvision's ImageNet normalisation else."""
+    return CAFFE_BGR if backbone == "caffenet" else InputConvention()
+
+
 @dataclass
 class Representation:
     """A trained (or random) AlexNet-family trunk plus how to feed it and where it came from.

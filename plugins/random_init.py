@@ -6,14 +6,15 @@ import torch
 
 from benchharness import hookimpl
 from benchharness.interfaces import Method, RunContext
-from benchharness.representation import Representation
+from benchharness.representation import Representation, default_convention
 
 
 def pretrain(ctx: RunContext) -> Representation:
-    """Gaussian-initialised weights from the seed; no stage counts as learned."""
+    """Gaussian-initialised weights from the seed (the backbone's own init and input
+    convention: Caffe's fillers and BGR 0-255 for ``caffenet``); no stage counts as learned."""
     torch.manual_seed(int(ctx.config.get("init_seed", ctx.seed)))
     network = ctx.build_backbone()
-    return Representation(network, ctx.backbone, learned_stages=(),
+    return Representation(network, ctx.backbone, default_convention(ctx.backbone), learned_stages=(),
                           meta={"pretrain_data": "none"})
 
 

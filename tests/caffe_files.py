@@ -24,14 +24,17 @@ V1_NAMES = {"Convolution": "CONVOLUTION", "ReLU": "RELU", "Pooling": "POOLING", 
 
 
 def caffenet_layers(sizes=SMALL, in_channels: int = 3, lrn_before_pool: bool = False, seed: int = 0,
-                    extra_after_conv2: str | None = None):
-    """[(name, type, params, blobs)] of a CaffeNet-shaped net with random weights."""
+                    extra_after_conv2: str | None = None, caffe_fillers: bool = False):
+    """[(name, type, params, blobs)] of a CaffeNet-shaped net with random weights: He-scaled, or
+    with ``caffe_fillers`` the scale of bvlc_reference_caffenet's train_val fillers (std 0.01
+    conv, 0.005 fc), which keeps 0-255 input in a trainable range like a real model."""
     rng = np.random.default_rng(seed)
     layers = [("data", "Data", {}, [])]
     cin = in_channels
     for i, cout in enumerate(sizes["channels"]):
         k, g = KERNELS[i], GROUPS[i]
-        w = rng.normal(0, (2 / (cin // g * k * k)) ** 0.5, (cout, cin // g, k, k)).astype(np.float32)
+        std = 0.01 if caffe_fillers else (2 / (cin // g * k * k)) ** 0.5
+        w = rng.normal(0, std, (cout, cin // g, k, k)).astype(np.float32)
         b = rng.normal(0.1, 0.05, (cout,)).astype(np.float32)
         conv = {"num_output": cout, "kernel_size": k, "group": g, "pad": PADS[i],
                 "stride": 4 if i == 0 else 1}
@@ -48,7 +51,7 @@ def caffenet_layers(sizes=SMALL, in_channels: int = 3, lrn_before_pool: bool = F
         cin = cout
     fan = sizes["channels"][4] * 36
     for j, (name, out) in enumerate((("fc6", sizes["fc"][0]), ("fc7", sizes["fc"][1]), ("fc8", 10))):
-        w = rng.normal(0, (2 / fan) ** 0.5, (out, fan)).astype(np.float32)
+        w = rng.normal(0, 0.005 if caffe_fillers else (2 / fan) ** 0.5, (out, fan)).astype(np.float32)
         b = rng.normal(0.1, 0.05, (out,)).astype(np.float32)
         layers.append((name, "InnerProduct", {"num_output": out}, [w, b]))
         if name != "fc8":

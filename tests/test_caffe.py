@@ -255,3 +255,24 @@ def test_fully_convolutional_fc6_fc7_read_as_the_same_matrices(tmp_path):
     assert a.spec_fields == b.spec_fields
     for key in a.state:
         assert torch.equal(a.state[key], b.state[key]), key
+
+
+def test_random_caffenet_uses_caffes_fillers_and_input_convention(tmp_path):
+    from benchharness.backbones import build
+    from benchharness.interfaces import RunContext
+    from benchharness.plugins import Registry
+    from benchharness.representation import CAFFE_BGR
+
+    torch.manual_seed(0)
+    net = build("caffenet")
+    assert net.conv2.conv.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    assert net.fc6.fc.weight.std().item() == pytest.approx(0.005, rel=0.02)
+    assert set(net.conv1.conv.bias.tolist()) == {0.0} and set(net.conv2.conv.bias.tolist()) == {1.0}
+    assert build("alexnet").conv2.conv.weight.std().item() == pytest.approx((2 / (64 * 25)) ** 0.5, rel=0.02)
+    ctx = RunContext(torch.device("cpu"), 0, tmp_path, tmp_path, "caffenet", config={},
+                     backbone_factory=lambda in_channels=3: build("caffenet", in_channels))
+    rep = Registry().methods()["random"].pretrain(ctx)
+    assert rep.input == CAFFE_BGR
+    with torch.no_grad():  # 0-255 input stays in a trainable range (a He-scaled net gives ~1e3)
+        fc7 = rep.network.eval()(rep.input.normalise(torch.rand(4, 3, 227, 227)))
+    assert 0 < fc7.abs().max().item() < 50

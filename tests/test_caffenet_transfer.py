@@ -15,11 +15,8 @@ from benchharness.tasks import detection, segmentation
 
 @pytest.fixture(scope="module")
 def caffenet():
-    torch.manual_seed(0)
-    trunk = build("caffenet")
-    with torch.no_grad():  # a trained Caffe conv1 expects 0-255 pixels: random weights scaled so
-        trunk.conv1.conv.weight /= 64  # (else fc7 is ~60x too large and the loss starts at ~2e3)
-    return Representation(trunk, "caffenet", input=CAFFE_BGR)
+    torch.manual_seed(0)  # Caffe's fillers (std 0.01 / 0.005): made for 0-255 pixels
+    return Representation(build("caffenet"), "caffenet", input=CAFFE_BGR)
 
 
 @pytest.mark.slow

@@ -272,18 +272,13 @@ def _stage_layers(net: CaffeNet, layer_map: dict[str, str]) -> dict[str, CaffeLa
     return found
 
 
-def _between(net: CaffeNet, first: str, last: str) -> list[CaffeLayer]:
-    names = [layer.name for layer in net.layers]
-    return net.layers[names.index(first) + 1:names.index(last)]
-
-
 def to_trunk(net: CaffeNet, layer_map: dict[str, str] | None = None) -> LoadedTrunk:
     """Match stages to layers and read the trunk's spec from the file (see the module doc)."""
     src = net.source
     layers = _stage_layers(net, dict(layer_map or {}))
-    names = [layer.name for layer in net.layers]
-    last_used = max(names.index(layer.name) for layer in layers.values())
-    for layer in net.layers[names.index(layers["conv1"].name):last_used]:
+    index = {layer.name: i for i, layer in enumerate(net.layers)}
+    last_used = max(index[layer.name] for layer in layers.values())
+    for layer in net.layers[index[layers["conv1"].name]:last_used]:
         if layer.type not in PASS_THROUGH:
             raise DataError(src, f"layer {layer.describe()} sits between conv1 and "
                                  f"{net.layers[last_used].name}; the CaffeNet trunk has no such "
@@ -317,7 +312,7 @@ def to_trunk(net: CaffeNet, layer_map: dict[str, str] | None = None) -> LoadedTr
     spec: dict[str, Any] = {"channels": tuple(channels), "kernels": tuple(kernels),
                             "groups": tuple(groups), "paddings": tuple(paddings),
                             "conv1_stride": conv1_stride, "conv1_padding": paddings[0]}
-    spec.update(_between_stage_settings(net, layers, src))
+    spec.update(_between_stage_settings(net, layers, index, last_used, src))
     if "fc6" in layers:
         w6 = _fc_matrix(layers["fc6"])
         side = math.isqrt(w6.shape[1] // channels[4])
@@ -364,31 +359,51 @@ def _put(state, stage, module, layer: CaffeLayer, bias_shape, src, matrix=False)
     state[f"{stage}.{module}.bias"] = torch.from_numpy(np.ascontiguousarray(bias))
 
 
-def _between_stage_settings(net: CaffeNet, layers: dict[str, CaffeLayer], src: Path) -> dict:
-    """LRN place and settings, pools, ReLU slope and dropout read from the layers between stages."""
+def _lrn_settings(layer: CaffeLayer, src: Path) -> dict[str, Any]:
+    if layer.params["region"] != 0:
+        raise DataError(src, f"LRN {layer.name!r} is WITHIN_CHANNEL; the trunk's LRN is ACROSS_CHANNELS")
+    p = layer.params
+    return {"lrn_size": int(p["size"]), "lrn_alpha": float(p["alpha"]), "lrn_beta": float(p["beta"]),
+            "lrn_k": float(p["k"])}
+
+
+def _between_stage_settings(net: CaffeNet, layers: dict[str, CaffeLayer], index: dict[str, int],
+                            last_used: int, src: Path) -> dict:
+    """LRN place and settings, pools, ReLU slope and dropout read from the layers between stages.
+
+    The trunk has a max-pool after conv1, conv2 and conv5, and either no LRN or one after conv1
+    and one after conv2, both on the same side of the pool with the same settings; a file laid
+    out otherwise is an error naming the layers found.
+    """
     out: dict[str, Any] = {"ceil_pool": True, "lrn": "none"}
+    places, lrns = [], []
     for a, b, pooled in (("conv1", "conv2", True), ("conv2", "conv3", True), ("conv3", "conv4", False),
                          ("conv4", "conv5", False)):
-        between = _between(net, layers[a].name, layers[b].name)
-        kinds = [layer.type for layer in between if layer.type in ("Pooling", "LRN")]
-        expected = ["Pooling"] if pooled else []
-        if [k for k in kinds if k == "Pooling"] != expected:
-            raise DataError(src, f"between {a} and {b} the file has {kinds or 'no pool'}; the "
-                                 f"CaffeNet trunk has {'one max-pool' if pooled else 'no pool'} there")
-        for layer in between:
+        between = net.layers[index[layers[a].name] + 1:index[layers[b].name]]
+        found = [layer for layer in between if layer.type in ("Pooling", "LRN")]
+        kinds = [layer.type for layer in found]
+        allowed = ([["Pooling"], ["Pooling", "LRN"], ["LRN", "Pooling"]] if pooled else [[]])
+        if kinds not in allowed:
+            raise DataError(src, f"between {a} and {b} the file has {kinds or 'nothing'} "
+                                 f"({', '.join(x.name for x in found) or '-'}); the CaffeNet trunk has "
+                                 + ("a max-pool with an optional LRN" if pooled else "neither pool nor LRN")
+                                 + " there")
+        for layer in found:
             if layer.type == "Pooling":
                 _check_pool(layer, src)
-            elif layer.type == "LRN":
-                place = "before_pool" if kinds.index("LRN") < kinds.index("Pooling") else "after_pool"
-                if out["lrn"] not in ("none", place):
-                    raise DataError(src, f"LRN {layer.name!r} is placed unlike the one before it")
-                if layer.params["region"] != 0:
-                    raise DataError(src, f"LRN {layer.name!r} is WITHIN_CHANNEL; the trunk's LRN "
-                                         "is ACROSS_CHANNELS")
-                out.update(lrn=place, lrn_size=int(layer.params["size"]),
-                           lrn_alpha=float(layer.params["alpha"]), lrn_beta=float(layer.params["beta"]),
-                           lrn_k=float(layer.params["k"]))
-    tail = net.layers[[layer.name for layer in net.layers].index(layers["conv5"].name) + 1:]
+        if pooled:
+            places.append("none" if len(kinds) == 1 else
+                          "after_pool" if kinds[0] == "Pooling" else "before_pool")
+            lrns += [layer for layer in found if layer.type == "LRN"]
+    if places[0] != places[1]:
+        raise DataError(src, f"LRN after conv1 is {places[0]} but after conv2 {places[1]}; the "
+                             "trunk has the same layout after both")
+    if lrns:
+        settings = [_lrn_settings(layer, src) for layer in lrns]
+        if settings[0] != settings[1]:
+            raise DataError(src, f"LRNs {lrns[0].name!r} and {lrns[1].name!r} differ: {settings}")
+        out.update(lrn=places[0], **settings[0])
+    tail = net.layers[index[layers["conv5"].name] + 1:]
     pools = [layer for layer in tail if layer.type == "Pooling"]
     if pools:
         _check_pool(pools[0], src)
@@ -396,10 +411,8 @@ def _between_stage_settings(net: CaffeNet, layers: dict[str, CaffeLayer], src: P
     if dropouts:
         out["dropout"] = float(dropouts[0])
         out["dropout_after"] = True
-    names = [layer.name for layer in net.layers]
-    last = max(names.index(layer.name) for layer in layers.values())
     slopes = {round(float(layer.params["negative_slope"]), 6)
-              for layer in net.layers[names.index(layers["conv1"].name):last + 2] if layer.type == "ReLU"}
+              for layer in net.layers[index[layers["conv1"].name]:last_used + 2] if layer.type == "ReLU"}
     if len(slopes) > 1:
         raise DataError(src, f"ReLUs with different negative slopes {sorted(slopes)}")
     if slopes:

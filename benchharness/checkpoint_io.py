@@ -65,6 +65,21 @@ def find_prototxt(model: Path) -> Path | None:
     return None
 
 
+def companion_files(path: Path, options: LoadOptions) -> list[Path]:
+    """The files read together with a checkpoint: the prototxt and mean file of a caffemodel."""
+    path = Path(path).expanduser()
+    files = []
+    if path.suffix == ".caffemodel":
+        prototxt = Path(options.prototxt).expanduser() if options.prototxt else find_prototxt(path)
+        files += [prototxt] if prototxt else []
+    if options.mean_file:
+        files.append(Path(options.mean_file).expanduser())
+    for f in files:
+        if not f.is_file():
+            raise DataError(f, "file not found")
+    return files
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file or a weights-only ``torch.save`` file, never unpickled."""
     if path.suffix == ".safetensors":
@@ -116,19 +131,29 @@ def _convention(options: LoadOptions, default: InputConvention, where: Path | st
         raise DataError(where, f"input convention: {exc}") from None
 
 
-def _caffe_default_convention(net, in_channels: int) -> InputConvention:
-    """Caffe's BGR mean-pixel convention (or L - 50 for a 1-channel conv1); a prototxt's own
-    ``transform_param`` (scale, mean_value) replaces the defaults."""
+def _caffe_default_convention(net, in_channels: int) -> tuple[InputConvention, str]:
+    """Caffe's BGR mean-pixel convention (or L - 50 for a 1-channel conv1) and where it came
+    from; a prototxt's own ``transform_param`` (``mean_value``, ``mean_file`` found beside the
+    prototxt or the model, ``scale``) replaces the defaults."""
     if in_channels == 1:
-        return CAFFE_L
-    raw = asdict(CAFFE_BGR)
+        return CAFFE_L, "1-channel conv1: L - 50 (Zhang et al.)"
+    raw, source = asdict(CAFFE_BGR), "Caffe's default mean pixel (104, 117, 123)"
     t = net.transform
     if t.get("mean_value"):
         means = t["mean_value"] * (3 if len(t["mean_value"]) == 1 else 1)
-        raw["mean"] = tuple(float(m) for m in means)
+        raw["mean"], source = tuple(float(m) for m in means), "the file's transform_param mean_value"
+    elif t.get("mean_file"):
+        folders = [p.parent for p in (net.prototxt, net.source) if p is not None]
+        found = [f / Path(t["mean_file"]).name for f in folders if (f / Path(t["mean_file"]).name).is_file()]
+        if found:
+            raw["mean"] = mean_image_channels(read_mean(found[0]))
+            source = f"per-channel mean of {found[0]} (the file's transform_param mean_file)"
+        else:
+            source += (f"; the file names mean_file {t['mean_file']!r}, not found beside it: pass "
+                       "it as mean_file / --mean-file")
     if t.get("scale") and t["scale"] != 1.0:  # Caffe subtracts the mean, then scales
         raw["std"] = tuple(1.0 / t["scale"] for _ in range(3))
-    return InputConvention.from_mapping(raw)
+    return InputConvention.from_mapping(raw), source
 
 
 def load_checkpoint(path: Path, backbone: str, options: LoadOptions | None = None
@@ -178,7 +203,10 @@ def _load_caffemodel(path: Path, backbone: str, options: LoadOptions):
     net = read_net(path, prototxt)
     loaded = to_trunk(net, options.layer_map)
     spec = spec_from(SPECS[backbone], loaded)
-    convention = _convention(options, _caffe_default_convention(net, loaded.in_channels), path)
+    default, input_source = _caffe_default_convention(net, loaded.in_channels)
+    convention = _convention(options, default, path)
+    if options.mean_file or options.input:
+        input_source = "the suite's / command line's mean_file and input settings"
     if convention.channels != loaded.in_channels:
         raise DataError(path, f"conv1 takes {loaded.in_channels} channels but the input convention "
                               f"{convention.mode} gives {convention.channels}")
@@ -188,7 +216,7 @@ def _load_caffemodel(path: Path, backbone: str, options: LoadOptions):
               "prototxt": str(prototxt) if prototxt else None,
               "stages": {stage: name for stage, name in loaded.used.items()},
               "unused": loaded.unused, "ignored_after_fc": loaded.ignored_after,
-              "spec": loaded.spec_fields, "input": asdict(convention)}
+              "spec": loaded.spec_fields, "input": asdict(convention), "input_source": input_source}
     return Representation(network, backbone, convention, learned_stages=loaded.stages,
                           meta={"pretrain_data": f"checkpoint {path.name}", "checkpoint": str(path),
                                 "load_report": report}), report

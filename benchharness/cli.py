@@ -363,7 +363,8 @@ def inspect(checkpoint, backbone, prototxt, mean_file, layer_map, as_json):
         click.echo(f"  random (not in the file): {', '.join(random)}")
     if report.get("spec"):
         click.echo("  layout: " + ", ".join(f"{k}={v}" for k, v in report["spec"].items()))
-    click.echo("  input: " + ", ".join(f"{k}={v}" for k, v in report["input"].items()))
+    click.echo("  input: " + ", ".join(f"{k}={v}" for k, v in report["input"].items())
+               + (f" ({report['input_source']})" if report.get("input_source") else ""))
     click.echo("  not used: " + (", ".join(report.get("unused") or []) or "nothing"))
 
 

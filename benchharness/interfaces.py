@@ -89,6 +89,9 @@ class Method:
     ``pretrain(ctx)`` returns a :class:`~benchharness.representation.Representation` whose
     backbone is ``ctx.backbone``. ``group`` is one of :data:`GROUPS`; ``needs`` lists items of
     :data:`DATA_KINDS`. ``takes_argument`` is true for methods used as ``name:ARG``.
+    ``argument_files(arg, config)``, when given, names every file besides ARG itself whose bytes
+    decide the representation (a checkpoint's prototxt, its mean file), so that editing one
+    makes a new cache key.
     """
 
     name: str
@@ -97,6 +100,7 @@ class Method:
     pretrain: Callable[[RunContext], "Representation"]
     description: str = ""
     takes_argument: bool = False
+    argument_files: Callable[[str, dict], list[Path]] | None = None
 
     def __post_init__(self):
         if self.group not in GROUPS:

@@ -163,9 +163,11 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
             arg_id = None
             if arg:
                 p = Path(arg).expanduser()
-                arg_id = file_digest(p) if p.is_file() else str(p.resolve())
                 if not p.exists():
                     raise DataError(p, "checkpoint not found")
+                arg_id = file_digest(p) if p.is_file() else str(p.resolve())
+                if method.argument_files:
+                    arg_id = [arg_id, *(file_digest(f) for f in method.argument_files(arg, mcfg))]
             rep_key = config_hash({"method": name, "arg": arg_id, "config": mcfg,
                                    "backbone": suite.backbone, "data": ident})
             method_configs[rep_key] = mcfg

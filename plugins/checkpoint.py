@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchharness import hookimpl
-from benchharness.checkpoint_io import LoadOptions, load_checkpoint
+from benchharness.checkpoint_io import LoadOptions, companion_files, load_checkpoint
 from benchharness.interfaces import DataError, Method, RunContext
 from benchharness.representation import Representation
 
@@ -26,9 +26,16 @@ def pretrain(ctx: RunContext) -> Representation:
     if not ctx.method_arg:
         raise DataError("checkpoint", "give the weights as --method checkpoint:PATH")
     rep, report = load_checkpoint(Path(ctx.method_arg), ctx.backbone, LoadOptions.from_config(ctx.config))
+    if report.get("input_source"):
+        ctx.log(f"checkpoint {Path(ctx.method_arg).name}: input from {report['input_source']}")
     if report.get("unused"):
         ctx.log(f"checkpoint {Path(ctx.method_arg).name}: not used: {', '.join(report['unused'])}")
     return rep
+
+
+def argument_files(arg: str, config: dict) -> list[Path]:
+    """The prototxt and mean file read with the checkpoint (their bytes join its cache key)."""
+    return companion_files(Path(arg), LoadOptions.from_config(config))
 
 
 @hookimpl
@@ -38,4 +45,4 @@ def benchharness_methods():
                    "a user's own weights: --method checkpoint:PATH (.caffemodel with --backbone "
                    "caffenet, .safetensors, torch.save state dict read weights-only, or a "
                    "benchharness representation directory)",
-                   takes_argument=True)]
+                   takes_argument=True, argument_files=argument_files)]

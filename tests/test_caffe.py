@@ -276,3 +276,55 @@ def test_random_caffenet_uses_caffes_fillers_and_input_convention(tmp_path):
     with torch.no_grad():  # 0-255 input stays in a trainable range (a He-scaled net gives ~1e3)
         fc7 = rep.network.eval()(rep.input.normalise(torch.rand(4, 3, 227, 227)))
     assert 0 < fc7.abs().max().item() < 50
+
+
+def test_ceil_mode_pools_at_a_size_where_floor_differs(tmp_path):
+    # at 231 px conv1 gives 56 x 56: Caffe's pool1 rounds up to 28 (floor would give 27)
+    written = caffenet_file(tmp_path / "m.caffemodel", seed=6)
+    rep, _ = load_checkpoint(tmp_path / "m.caffemodel", "caffenet")
+    rgb = _image(2, size=231)
+    x = rgb[::-1] * 255.0 - np.array([104.0, 117.0, 123.0])[:, None, None]
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    for i in range(5):
+        w, b = written[f"conv{i + 1}"]
+        x = relu(np_conv(x, w, b, 4 if i == 0 else 1, (0, 2, 1, 1, 1)[i], (1, 2, 1, 2, 2)[i]))
+        x = np_lrn_caffe(np_maxpool_caffe(x)) if i < 2 else (np_maxpool_caffe(x) if i == 4 else x)
+        if i == 0:
+            assert x.shape[1:] == (28, 28)
+    with torch.no_grad():
+        got = rep.network.eval().forward_to(rep.input.normalise(torch.from_numpy(rgb.copy())[None]), "conv5")[0]
+    assert tuple(got.shape) == x.shape
+    np.testing.assert_allclose(got.numpy(), x, rtol=2e-4, atol=2e-4 * np.abs(x).max())
+
+
+def test_lrn_layouts_the_trunk_cannot_hold_are_named(tmp_path):
+    one_lrn = [layer for layer in caffenet_layers() if layer[0] != "norm2"]
+    (tmp_path / "one.caffemodel").write_bytes(net_message(one_lrn).SerializeToString())
+    with pytest.raises(DataError, match=r"one\.caffemodel.*LRN after conv1 is after_pool but after conv2 none"):
+        load_checkpoint(tmp_path / "one.caffemodel", "caffenet")
+    layers = caffenet_layers()
+    at = [layer[0] for layer in layers].index("relu3")
+    layers.insert(at + 1, ("norm3", "LRN", {"local_size": 5, "alpha": 1e-4, "beta": 0.75}, []))
+    (tmp_path / "three.caffemodel").write_bytes(net_message(layers).SerializeToString())
+    with pytest.raises(DataError, match=r"between conv3 and conv4 the file has \['LRN'\] \(norm3\)"):
+        load_checkpoint(tmp_path / "three.caffemodel", "caffenet")
+
+
+def test_a_prototxt_beside_the_model_changes_the_cache_key(tmp_path, tiny_world):
+    from benchharness.plugins import Registry
+    from benchharness.runner import plan
+    from benchharness.suite import load_suite
+
+    caffenet_file(tmp_path / "m.caffemodel")
+    suite, registry = load_suite("voc-transfer"), Registry()
+
+    def key():
+        jobs = plan(suite, registry, tiny_world, [f"checkpoint:{tmp_path / 'm.caffemodel'}"],
+                    ["voc07-cls"], ["fc8"], 1).jobs
+        return jobs[0].representation_key
+
+    alone = key()
+    (tmp_path / "deploy.prototxt").write_text(prototxt_text(caffenet_layers(lrn_before_pool=True)))
+    beside = key()
+    (tmp_path / "deploy.prototxt").write_text(prototxt_text(caffenet_layers(lrn_before_pool=False)))
+    assert len({alone, beside, key()}) == 3

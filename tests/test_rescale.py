@@ -127,8 +127,14 @@ def test_rescaled_copies_and_is_the_same_every_time():
 
 
 @pytest.mark.parametrize("task", ["voc07-det", "voc12-seg"])
-def test_rescale_runs_for_detection_and_segmentation(tiny_world, tmp_path, task):
+def test_rescale_runs_for_detection_and_segmentation(tiny_world, tmp_path, task, monkeypatch):
     from benchharness.tasks import detection, segmentation
+    module = detection if task == "voc07-det" else segmentation
+    model_class = "FastRCNN" if task == "voc07-det" else "FCN32s"
+    made, built = [], []  # the rescaled representation, and what the task's model was built from
+    real_rescaled, real_model = module.rescaled, getattr(module, model_class)
+    monkeypatch.setattr(module, "rescaled", lambda *a, **k: made.append(real_rescaled(*a, **k)) or made[-1])
+    monkeypatch.setattr(module, model_class, lambda rep, *a, **k: built.append(rep) or real_model(rep, *a, **k))
     rep = Representation(build("alexnet-small"), "alexnet-small", learned_stages=())
     config = {"epochs": 1, "rescale": True, "rescale_images": 8}
     if task == "voc07-det":
@@ -142,4 +148,6 @@ def test_rescale_runs_for_detection_and_segmentation(tiny_world, tmp_path, task)
     stats = out.info["rescale"]
     assert stats["images"] == 8 and stats["initialised"] == list(STAGES) + ["fc8"]
     assert stats["calibration"]["rounds"] >= 1
+    assert built == [made[0][0]]  # the model trains the rescaled copy, not the original
+    assert not torch.equal(made[0][0].network.conv1.conv.weight, rep.network.conv1.conv.weight)
     json.dumps(out.info)

@@ -10,9 +10,7 @@ bank (K random crops per image, as the reference's 10 random test crops).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -99,10 +97,7 @@ def feature_cache_key(representation, *, device: torch.device, amp: str, data_ro
     rep_key = representation.meta.get("config_hash")
     if not rep_key:
         return None
-    # an array field (a mean image) by its bytes: str() of a large array elides its middle
-    convention = {k: hashlib.sha256(v.tobytes()).hexdigest() if hasattr(v, "tobytes") else v
-                  for k, v in dataclasses.asdict(representation.input).items()}
     return config_hash({
         "rep": rep_key, "backbone": getattr(representation, "backbone", None),
-        "input": convention, "precision": precision(device, amp),
+        "input": asdict(representation.input), "precision": precision(device, amp),
         "data": identify(data_root).key, "version": __version__, "settings": dict(settings)})

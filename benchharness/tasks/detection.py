@@ -41,7 +41,7 @@ from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContex
 from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
-from .settings import from_suite_section, step_schedule
+from .settings import from_suite_section, solver_steps, step_schedule
 from .batching import normalised_batch
 from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss, regression_stats
 from .proposals import split_proposals, to_continuous, to_voc
@@ -186,8 +186,7 @@ def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig
 
 def training_steps(n_images: int, cfg: DetConfig) -> tuple[int, int]:
     """(minibatches per pass over the split, minibatches in all)."""
-    per_pass = max(1, n_images // cfg.images_per_batch)
-    return per_pass, (cfg.iterations or cfg.epochs * per_pass)
+    return solver_steps(n_images, cfg.images_per_batch, cfg.iterations, cfg.epochs)
 
 
 def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: DetConfig,

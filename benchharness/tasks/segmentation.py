@@ -38,7 +38,7 @@ from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, Transfer
 from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
-from .settings import from_suite_section, step_schedule
+from .settings import from_suite_section, solver_steps, step_schedule
 from .batching import normalised_batch
 from .fcn import FCN32s
 
@@ -179,8 +179,7 @@ def label_batch(masks, device) -> torch.Tensor:
 def training_steps(n_images: int, cfg: SegConfig) -> tuple[int, int]:
     """(solver steps per pass over the training images, solver steps in all); a step takes
     ``batch_size * iter_size`` images."""
-    per_pass = max(1, n_images // (cfg.batch_size * cfg.iter_size))
-    return per_pass, (cfg.iterations or cfg.epochs * per_pass)
+    return solver_steps(n_images, cfg.batch_size * cfg.iter_size, cfg.iterations, cfg.epochs)
 
 
 def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> float:

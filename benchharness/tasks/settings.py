@@ -42,6 +42,13 @@ def from_suite_section(settings_class, task: str, protocols: Sequence[str], conf
     return settings_class(**merged)
 
 
+def solver_steps(n_images: int, images_per_step: int, iterations: int, epochs: int) -> tuple[int, int]:
+    """(solver steps per pass over ``n_images``, solver steps in all): ``iterations`` when set
+    (the reference solvers count iterations), else ``epochs`` passes."""
+    per_pass = max(1, n_images // images_per_step)
+    return per_pass, (iterations or epochs * per_pass)
+
+
 def step_schedule(optimizer: torch.optim.Optimizer, total_steps: int, lr_steps: int,
                   step_at: float | None = None, stepsize: int = 0,
                   gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:

@@ -15,13 +15,14 @@ at test time).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
 from .hookspecs import hookimpl
 from .interfaces import Backbone
+from .mappings import dataclass_from_mapping
 
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 CONV_STAGES = STAGES[:5]
@@ -71,11 +72,7 @@ class TrunkSpec:
     @classmethod
     def from_json(cls, raw: dict) -> "TrunkSpec":
         """Inverse of :meth:`to_json`; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown trunk settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return dataclass_from_mapping(cls, raw, "trunk")
 
 
 LRN_PLACES = ("none", "after_pool", "before_pool")

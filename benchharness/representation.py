@@ -9,7 +9,7 @@ device, pretext measurement). Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from . import atomic
 from .backbones import STAGES, AlexNetTrunk, TrunkSpec, build
 from .interfaces import DataError
+from .mappings import dataclass_from_mapping
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,11 +55,7 @@ class InputConvention:
     @classmethod
     def from_mapping(cls, raw: dict) -> "InputConvention":
         """From JSON / TOML values (lists become tuples); unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown input settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return dataclass_from_mapping(cls, raw, "input")
 
     @property
     def channels(self) -> int:

@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchharness import hookimpl
+from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
                                              split_held_out)
@@ -266,11 +267,11 @@ def pretrain(ctx: RunContext) -> Representation:
     device, zd, gsize = ctx.device, cfg["z_dim"], int(cfg["generator_size"])
     initial = copy.deepcopy(network)  # the scale the trunk's stages are given back at the end
     init_batch = _init_batch(images, train_idx, cfg, device)
-    encoder = Encoder(network, zd, bool(cfg["encoder_bn"])).to(device)
+    encoder = prepare_model(Encoder(network, zd, bool(cfg["encoder_bn"])), device)
     encoder.init_to_prior(init_batch)
-    gen_net = Generator(zd, gsize, cfg["gen_channels"]).to(device)
-    disc = JointDiscriminator(zd, gsize, cfg["disc_channels"], cfg["disc_hidden"],
-                              cfg["disc_dropout"]).to(device)
+    gen_net = prepare_model(Generator(zd, gsize, cfg["gen_channels"]), device)
+    disc = prepare_model(JointDiscriminator(zd, gsize, cfg["disc_channels"], cfg["disc_hidden"],
+                                            cfg["disc_dropout"]), device)
     betas = (cfg["beta1"], cfg["beta2"])
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg["lr"], betas=betas)
     opt_eg = torch.optim.Adam(list(encoder.parameters()) + list(gen_net.parameters()),
@@ -387,7 +388,7 @@ def reconstruction_pretext(encoder: Encoder, gen_net: Generator, held: torch.Ten
     if len(held) == 0:
         return None
     torch.manual_seed(ctx.seed + 1)
-    fresh = Encoder(ctx.build_backbone(), cfg["z_dim"]).to(ctx.device).eval()  # the untrained trunk
+    fresh = prepare_model(Encoder(ctx.build_backbone(), cfg["z_dim"]), ctx.device).eval()  # the untrained trunk
     fresh.init_to_prior(init_batch)  # its z at the prior's scale, as the trained E's started
     for m in (encoder, gen_net, fresh):
         m.eval()

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchharness import hookimpl
+from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.lab import ABQuantizer, rgb_to_lab
 from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
@@ -113,7 +114,7 @@ def pretrain(ctx: RunContext) -> Representation:
     images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     quantizer = ABQuantizer()
-    model = ColorizationNet(network, quantizer.q).to(ctx.device)
+    model = prepare_model(ColorizationNet(network, quantizer.q), ctx.device)
     with torch.no_grad():
         out_hw = tuple(model(torch.zeros(1, 1, size, size, device=ctx.device)).shape[-2:])
     prior = bin_prior(images[train_idx], quantizer, size, out_hw, ctx.device)

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from benchharness import hookimpl
+from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.patches import PatchGrid
 from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
@@ -170,7 +171,7 @@ def pretrain(ctx: RunContext) -> Representation:
     images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     convention = InputConvention()
-    model = ContextNet(network).to(ctx.device)
+    model = prepare_model(ContextNet(network), ctx.device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchharness import hookimpl
+from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.clip_source import clip_folder, load_clip_split
 from benchharness.data.codes import BinaryCodes, KMeans
@@ -117,7 +118,7 @@ def pretrain(ctx: RunContext) -> Representation:
     stats_seconds = time.perf_counter() - t_stats
     binary = cfg["target"] == "binary"
     outputs = cfg["bits"] if binary else cfg["clusters"]
-    model = nn.Sequential(network, nn.Linear(network.out_dim, outputs)).to(ctx.device)
+    model = prepare_model(nn.Sequential(network, nn.Linear(network.out_dim, outputs)), ctx.device)
     convention = InputConvention()
     frames = clips.frames  # uint8 [N, T, S, S, 3]
     loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train_idx) // cfg["batch_size"]), "sound",

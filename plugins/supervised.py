@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from benchharness import hookimpl
+from benchharness.accel import prepare_model
 from benchharness.data.datasets import locate_source
 from benchharness.data.folders import load_image_folder
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
@@ -43,7 +44,7 @@ def pretrain(ctx: RunContext) -> Representation:
     store = round(size * 1.125)
     images, targets, classes = load_image_folder(train_dir, store, ctx.progress)
     head = nn.Linear(network.out_dim, len(classes))
-    model = nn.Sequential(network, head).to(ctx.device)
+    model = prepare_model(nn.Sequential(network, head), ctx.device)
     convention = InputConvention()
     loop = OneCycleEpochs(ctx, model, cfg, max(1, len(images) // cfg["batch_size"]), "supervised",
                           pct_start=0.15)

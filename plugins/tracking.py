@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchharness import hookimpl
+from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.clip_source import clip_folder, load_clip_split
 from benchharness.data.tracks import DETECTORS, TRACKERS, TrackedPairs, mine_pairs
@@ -172,7 +173,7 @@ def pretrain(ctx: RunContext) -> Representation:
                                 "training clips: too little motion was found to learn from (lower "
                                 "`threshold` or `min_area`, or use clips with moving objects)")
     convention = InputConvention()
-    model = TripletNet(network, cfg["embedding_dim"]).to(ctx.device)
+    model = prepare_model(TripletNet(network, cfg["embedding_dim"]), ctx.device)
     initial = held_out_accuracy(model, clips.frames, held, size, convention, ctx)
     loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train) // cfg["batch_size"]), "tracking",
                           pct_start=0.2)

@@ -197,7 +197,7 @@ def frozen_features(model: Classifier, representation, images, bank: CropBank, s
                  | ({"crop_mode": cfg.crop_mode} if cfg.crop_mode != "area" else {}))
     if key:
         cache_file = Path(ctx.cache_dir) / "features" / f"{SHARED_LAYER}-{key}.safetensors"
-    model.to(ctx.device).eval()
+    prepare_model(model, ctx.device).eval()
 
     def conv5(x):
         with autocast(ctx.device, cfg.amp):

@@ -176,7 +176,7 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
             if fraction != 1:
                 tcfg[SCHEDULE_FRACTION_KEY] = fraction
             for protocol in chosen:
-                for seed in range(seeds if seeds is not None else suite.seeds):
+                for seed in range(seeds or suite.task_seeds.get(task_name, suite.seeds)):
                     h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
                                      "config": tcfg, "seed": seed, "data": data.key})
                     jobs.append(Job(suite.name, spec, task_name, protocol, seed, rep_key, h, tcfg))

@@ -2,7 +2,9 @@
 
 A suite names a backbone, the methods, the tasks and their protocols, the number of seeds, the
 data root, and per-method (``[methods.NAME]``) and per-task (``[tasks.NAME]``, with optional
-``[tasks.NAME.PROTOCOL]`` overrides) settings. See ``benchmarks/smoke.toml``.
+``[tasks.NAME.PROTOCOL]`` overrides) settings; ``seeds`` in a task's section replaces the suite's
+for that task (the smoke suite runs detection and segmentation on one seed). See
+``benchmarks/smoke.toml``.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Suite:
     synthetic: dict[str, Any] | None = None  # {"seed": int, "size": str} when the default world is used
     method_config: dict[str, dict] = field(default_factory=dict)
     task_config: dict[str, dict] = field(default_factory=dict)
+    task_seeds: dict[str, int] = field(default_factory=dict)  # [tasks.X] seeds, replacing `seeds`
     description: str = ""
     device: str = "auto"
 
@@ -108,15 +111,22 @@ class Suite:
         tasks_raw = raw.get("tasks", {})
         if not isinstance(tasks_raw, dict) or "use" not in tasks_raw:
             raise BenchharnessError(f"{where}: [tasks] needs `use = [\"task\", ...]`")
-        task_cfg = {k: v for k, v in tasks_raw.items() if k != "use"}
+        task_cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in tasks_raw.items() if k != "use"}
         tasks = {t: list(task_cfg.get(t, {}).get("protocols", [])) for t in tasks_raw["use"]}
+        task_seeds = {}
+        for name, section in task_cfg.items():
+            if isinstance(section, dict) and "seeds" in section:
+                task_seeds[name] = section.pop("seeds")
+                if not isinstance(task_seeds[name], int) or task_seeds[name] < 1:
+                    raise BenchharnessError(f"{where}: [tasks.{name}] seeds must be a positive "
+                                            f"integer, got {task_seeds[name]!r}")
         return cls(
             name=raw.get("name") or (path.stem if path else "suite"), path=path,
             backbone=raw.get("backbone", "alexnet-small"),
             methods=list(methods_raw["use"]), tasks=tasks, seeds=int(raw.get("seeds", 1)),
             data_root=raw.get("data_root"), synthetic=raw.get("synthetic"),
             method_config={k: v for k, v in methods_raw.items() if k != "use"},
-            task_config=task_cfg, description=raw.get("description", ""),
+            task_config=task_cfg, task_seeds=task_seeds, description=raw.get("description", ""),
             device=raw.get("device", "auto"))
 
 

@@ -125,3 +125,23 @@ def test_atomic_write_keeps_old_content_when_interrupted(tmp_path, monkeypatch):
         atomic.write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_task_section_can_set_its_own_number_of_seeds(tmp_path, tiny_world):
+    from benchharness.interfaces import BenchharnessError
+    from benchharness.suite import Suite
+
+    raw = {"methods": {"use": ["random"]},
+           "tasks": {"use": ["voc07-cls", "voc12-seg"], "voc07-cls": {"protocols": ["fc8"]},
+                     "voc12-seg": {"protocols": ["all"], "seeds": 1, "epochs": 1}},
+           "seeds": 3}
+    suite = Suite.from_dict(raw)
+    assert suite.task_seeds == {"voc12-seg": 1}
+    assert "seeds" not in suite.task_config["voc12-seg"]  # not a setting the task sees
+    jobs = plan(suite, Registry(), tiny_world).jobs
+    assert sorted((j.task, j.seed) for j in jobs) == [("voc07-cls", 0), ("voc07-cls", 1),
+                                                      ("voc07-cls", 2), ("voc12-seg", 0)]
+    assert len(plan(suite, Registry(), tiny_world, seeds=2).jobs) == 4  # --seeds replaces both
+    raw["tasks"]["voc12-seg"]["seeds"] = 0
+    with pytest.raises(BenchharnessError, match=r"\[tasks.voc12-seg\] seeds"):
+        Suite.from_dict(raw)

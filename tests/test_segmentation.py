@@ -82,7 +82,8 @@ def test_score_map_is_aligned_with_the_input():
 
 
 def test_fc6_8_freezes_the_convolutions():
-    model = FCN32s(Representation(build("alexnet-small"), "alexnet-small"), 21, frozen_conv=True)
+    model = FCN32s(Representation(build("alexnet-small"), "alexnet-small"), 21, frozen_conv=True,
+                   train_upsampling=True)
     model.train()
     out = model(model.input.normalise(torch.rand(1, 3, 64, 64)))
     out.sum().backward()
@@ -267,6 +268,19 @@ def test_ceil_mode_output_length_by_hand():
     # Caffe: ceil((n - 3) / 2) + 1: 55 -> 27, 56 -> 28, 13 -> 6, 14 -> 7
     assert [output_length([pool], n) for n in (55, 56, 13, 14)] == [27, 28, 6, 7]
     assert [pool(torch.zeros(1, 1, 3, n)).shape[-1] for n in (55, 56, 13, 14)] == [27, 28, 6, 7]
+
+
+def test_fixed_depthwise_upsampling_equals_the_full_bilinear_deconvolution():
+    rep = Representation(build("alexnet-small"), "alexnet-small")
+    full, fixed = FCN32s(rep, 21, train_upsampling=True), FCN32s(rep, 21)
+    assert full.upscore.groups == 1 and fixed.upscore.groups == 21
+    torch.manual_seed(0)
+    for model in (full, fixed):
+        model.eval()
+        torch.nn.init.normal_(model.score.weight, std=0.1)
+    fixed.score.load_state_dict(full.score.state_dict())
+    x = rep.input.normalise(torch.rand(2, 3, 70, 90))
+    torch.testing.assert_close(fixed(x), full(x), rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_upsampling_is_not_trained():

@@ -85,8 +85,8 @@ def output_length(layers, n: int) -> int:
 
 class FCN32s(nn.Module):
     """FCN-32s over the representation's trunk; ``frozen_conv`` fixes conv1..conv5 (``fc6-8``),
-    ``train_upsampling = False`` keeps the bilinear upsampling fixed, as FCN does (``upscore``
-    with ``lr_mult: 0``).
+    ``train_upsampling = False`` (the default) keeps the bilinear upsampling fixed, as FCN does
+    (``upscore`` with ``lr_mult: 0``).
 
     ``forward(x)`` takes a batch in the representation's input convention ``[B, C, H, W]``
     (:func:`.batching.normalised_batch`) and returns class scores ``[B, n_classes, H, W]``
@@ -94,7 +94,7 @@ class FCN32s(nn.Module):
     """
 
     def __init__(self, representation: Representation, n_classes: int, frozen_conv: bool = False,
-                 train_upsampling: bool = True):
+                 train_upsampling: bool = False):
         super().__init__()
         trunk = copy.deepcopy(representation.network)
         self.input = representation.input
@@ -110,10 +110,16 @@ class FCN32s(nn.Module):
         self.layers = [m for name in CONV_STAGES for m in self.convs[name].modules()
                        if isinstance(m, (nn.Conv2d, nn.MaxPool2d))] + [self.fc6, self.fc7, self.score]
         self.stride, self.offset = geometry(self.layers)
+        # FCN's upscore is a full n -> n deconvolution set to per-class bilinear interpolation
+        # (zero off the diagonal). Fixed, it stays so, and a depthwise one (groups = n) computes
+        # the same map with 1/n of the work (half an FCN step on the CPU); trained, the off-diagonal
+        # weights may learn, so it stays full.
+        groups = 1 if train_upsampling else n_classes
         self.upscore = nn.ConvTranspose2d(n_classes, n_classes, 2 * self.stride, stride=self.stride,
-                                          bias=False)
+                                          bias=False, groups=groups)
         with torch.no_grad():
-            self.upscore.weight.copy_(bilinear_kernel(n_classes, 2 * self.stride))
+            kernel = bilinear_kernel(n_classes, 2 * self.stride)
+            self.upscore.weight.copy_(kernel if groups == 1 else kernel[range(n_classes), range(n_classes)][:, None])
         self.upscore.weight.requires_grad_(train_upsampling)
         # upsampled pixel j is centred on padded-input pixel j - centre + offset
         self._up_centre = (2 * self.stride - 1) / 2

@@ -71,7 +71,7 @@ class SegConfig:
     step_at: float = 0.8
     stepsize: int = 0  # Caffe's step policy: lr / 10 every `stepsize` steps (overrides lr_steps)
     flip: bool = True
-    train_upsampling: bool = True  # FCN fixes its bilinear upsampling (lr_mult 0)
+    train_upsampling: bool = False  # True: learn it; FCN fixes its bilinear upsampling (lr_mult 0)
     test_batch: int = 8
     rescale: bool = False  # Krahenbuhl et al.'s magic_init (run --rescale) before training
     rescale_images: int = INIT_IMAGES  # training images it runs on

@@ -89,11 +89,14 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
             f"size {suite.synthetic.get('size', 'small')})")
         generate_world(root, seed=int(suite.synthetic.get("seed", 0)),
                        size=str(suite.synthetic.get("size", "small")), progress=progress_bar)
-    elif ours and (root / ".complete").is_file():  # a world generated before worlds had clips
+    elif ours and (root / ".complete").is_file():  # a world generated before worlds had these
         from .data.synth_clips import ensure_clips
+        from .data.synth_proposals import ensure_proposals
 
         if ensure_clips(root, progress_bar):
             log(f"added the video clips to the synthetic world in {root}")
+        if ensure_proposals(root, progress_bar):
+            log(f"added the selective-search proposals to the synthetic world in {root}")
     for line in find_devkit(root).describe(root):
         log(line)
     return root
@@ -176,7 +179,7 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
             if fraction != 1:
                 tcfg[SCHEDULE_FRACTION_KEY] = fraction
             for protocol in chosen:
-                for seed in range(seeds or suite.task_seeds.get(task_name, suite.seeds)):
+                for seed in range(seeds or suite.seeds_for(task_name, protocol)):
                     h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
                                      "config": tcfg, "seed": seed, "data": data.key})
                     jobs.append(Job(suite.name, spec, task_name, protocol, seed, rep_key, h, tcfg))

@@ -2,13 +2,15 @@
 
 A suite names a backbone, the methods, the tasks and their protocols, the number of seeds, the
 data root, and per-method (``[methods.NAME]``) and per-task (``[tasks.NAME]``, with optional
-``[tasks.NAME.PROTOCOL]`` overrides) settings; ``seeds`` in a task's section replaces the suite's
-for that task (the smoke suite runs detection and segmentation on one seed). See
+``[tasks.NAME.PROTOCOL]`` overrides) settings; ``seeds`` in a task's section (or a protocol's
+table) replaces the suite's for that task (protocol): the smoke suite runs detection,
+segmentation and the ``all`` protocol on one seed. See
 ``benchmarks/smoke.toml``.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tomllib
@@ -92,9 +94,15 @@ class Suite:
     synthetic: dict[str, Any] | None = None  # {"seed": int, "size": str} when the default world is used
     method_config: dict[str, dict] = field(default_factory=dict)
     task_config: dict[str, dict] = field(default_factory=dict)
-    task_seeds: dict[str, int] = field(default_factory=dict)  # [tasks.X] seeds, replacing `seeds`
+    # [tasks.X] / [tasks.X.PROTOCOL] seeds, replacing `seeds`, keyed "X" / "X.PROTOCOL"
+    task_seeds: dict[str, int] = field(default_factory=dict)
     description: str = ""
     device: str = "auto"
+
+    def seeds_for(self, task: str, protocol: str) -> int:
+        """How many seeds the jobs of ``task`` under ``protocol`` run: the protocol table's
+        ``seeds``, else the task section's, else the suite's."""
+        return self.task_seeds.get(f"{task}.{protocol}", self.task_seeds.get(task, self.seeds))
 
     @classmethod
     def from_dict(cls, raw: dict, path: Path | None = None) -> "Suite":
@@ -111,15 +119,21 @@ class Suite:
         tasks_raw = raw.get("tasks", {})
         if not isinstance(tasks_raw, dict) or "use" not in tasks_raw:
             raise BenchharnessError(f"{where}: [tasks] needs `use = [\"task\", ...]`")
-        task_cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in tasks_raw.items() if k != "use"}
+        task_cfg = {k: copy.deepcopy(v) for k, v in tasks_raw.items() if k != "use"}
         tasks = {t: list(task_cfg.get(t, {}).get("protocols", [])) for t in tasks_raw["use"]}
         task_seeds = {}
         for name, section in task_cfg.items():
-            if isinstance(section, dict) and "seeds" in section:
-                task_seeds[name] = section.pop("seeds")
-                if not isinstance(task_seeds[name], int) or task_seeds[name] < 1:
-                    raise BenchharnessError(f"{where}: [tasks.{name}] seeds must be a positive "
-                                            f"integer, got {task_seeds[name]!r}")
+            if not isinstance(section, dict):
+                continue
+            tables = [(name, section)] + [(f"{name}.{protocol}", section[protocol])
+                                          for protocol in tasks.get(name, [])
+                                          if isinstance(section.get(protocol), dict)]
+            for key, table in tables:
+                if "seeds" in table:
+                    task_seeds[key] = table.pop("seeds")
+                    if not isinstance(task_seeds[key], int) or task_seeds[key] < 1:
+                        raise BenchharnessError(f"{where}: [tasks.{key}] seeds must be a positive "
+                                                f"integer, got {task_seeds[key]!r}")
         return cls(
             name=raw.get("name") or (path.stem if path else "suite"), path=path,
             backbone=raw.get("backbone", "alexnet-small"),

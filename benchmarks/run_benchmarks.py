@@ -1,9 +1,16 @@
 """Speed benchmarks, measured side by side in one run; writes benchmarks/out/speed.json.
 
-``demo_seconds``: what `make demo` costs after set-up on this machine, from nothing: generating
-the synthetic world (``world_seconds``), running the smoke suite in a fresh results store
-(``smoke_suite_seconds``) and printing the leaderboard. The smoke suite's mAPs per method and
-protocol (mean and std over its seeds) are written beside the timings.
+``demo_seconds``: what `make demo` costs after set-up on this machine: its own two commands
+(``benchharness run --suite smoke``, ``benchharness leaderboard --reference``) in a fresh
+results store, the synthetic world already generated (set-up, ``world_seconds``, selective
+search included; ``demo_with_world_seconds`` adds it). ``smoke_profile`` splits the suite's
+time per job kind (pretraining per method; data, features, train, predict and evaluate per
+task and protocol; see ``smoke_profile.py``). The smoke suite's mAPs per method and protocol
+(mean and std over its seeds) are written beside the timings.
+
+``cpu_step_efficiency_<loop>``: every training loop's steps per second as a fraction of the
+bare network's on the same batch (``cpu_step_efficiency.py``); ``cuda_step_efficiency_<loop>``
+too where torch sees a GPU.
 
 ``frozen_cache_speedup``: the fc8 protocol on the supervised representation, same data, same
 schedule, uncached (frozen layers run for every crop of every epoch) vs cached (features read
@@ -37,8 +44,10 @@ from tabulate import tabulate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import det_eval_speed  # noqa: E402  (sibling scripts of this one)
+import cpu_step_efficiency  # noqa: E402  (sibling scripts of this one)
+import det_eval_speed  # noqa: E402
 import train_step_efficiency  # noqa: E402
+from smoke_profile import profile  # noqa: E402
 
 CLI = [sys.executable, "-m", "benchharness.cli"]
 
@@ -87,23 +96,27 @@ def main() -> None:
     try:
         t_world = timed(["data", "synth", "--out", str(world), "--size", "small", "--seed", "0"])
         t_suite = timed(["run", "--suite", "smoke", "--data-root", str(world), "--results", str(results)])
-        t_board = timed(["leaderboard", "--results", str(results)])
+        t_board = timed(["leaderboard", "--reference", "--results", str(results)])
         rows = [json.loads(p.read_text()) for p in (results / "runs").rglob("*.json")]
         cache = frozen_cache_speedup(world, results / "cache")
         det_eval = det_eval_speed.measure()
+        steps = cpu_step_efficiency.measure_available(world)
         gpu = train_step_efficiency.measure(torch.device("cuda")) if torch.cuda.is_available() else {}
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     df = pd.DataFrame(rows)
-    summary = (df.groupby(["method", "protocol"])["value"].agg(["mean", "std", "count"])
+    summary = (df.groupby(["method", "task", "protocol"])["value"].agg(["mean", "std", "count"])
                .round(2).reset_index())
     speed = {
-        "demo_seconds": round(t_world + t_suite + t_board, 1),
+        "demo_seconds": round(t_suite + t_board, 1),
+        "demo_with_world_seconds": round(t_world + t_suite + t_board, 1),
         "world_seconds": round(t_world, 1),
         "smoke_suite_seconds": round(t_suite, 1),
         "leaderboard_seconds": round(t_board, 1),
         "jobs": len(rows),
+        "smoke_profile": profile(rows, t_suite),
+        **steps,
         **cache,
         **det_eval,
         **gpu,
@@ -113,7 +126,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
     print(tabulate([(k, v) for k, v in speed.items() if isinstance(v, (int, float, dict))
-                    and k not in ("machine",)],
+                    and k not in ("machine", "smoke_profile") and not k.endswith("_detail")],
                    headers=["figure", "value"], tablefmt="github"))
     print()
     print(tabulate(summary, headers="keys", tablefmt="github", showindex=False))

@@ -80,9 +80,13 @@ class ColorizationNet(nn.Module):
 
 
 def lab_batch(rgb: torch.Tensor, out_hw: tuple[int, int]):
-    """Network input (normalised L) and ab averaged down to ``out_hw`` from RGB in [0, 1]."""
-    ab = rgb_to_lab(rgb)[:, 1:]
-    return CONVENTION.normalise(rgb), F.adaptive_avg_pool2d(ab, out_hw)
+    """Network input (normalised L) and ab averaged down to ``out_hw`` from RGB in [0, 1].
+
+    L is taken from the one Lab conversion (the same operations as ``CONVENTION.normalise``,
+    so the same values) rather than converted a second time."""
+    lab = rgb_to_lab(rgb)
+    mean, std = CONVENTION.mean[0], CONVENTION.std[0]
+    return (lab[:, :1] - mean) / std, F.adaptive_avg_pool2d(lab[:, 1:], out_hw)
 
 
 def bin_prior(images: torch.Tensor, quantizer: ABQuantizer, size: int, out_hw, device) -> torch.Tensor:

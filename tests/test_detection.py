@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import scipy.io
@@ -158,6 +159,31 @@ def test_selective_search_is_cached_and_reused(tiny_world, tmp_path, monkeypatch
     np.testing.assert_array_equal(redone[1], first[1])
 
 
+def test_the_world_ships_its_proposals_and_an_older_world_gets_them(tiny_world, tmp_path):
+    import shutil
+
+    from benchharness.data import synth_proposals
+
+    devkit = VOCDevkit(locate_devkit(tiny_world))
+    for split in synth_proposals.SPLITS:
+        shipped = proposals.load_npz(synth_proposals.proposal_file(tiny_world, split))
+        assert sorted(shipped) == sorted(devkit.read_split("2007", split))
+    image_id = devkit.read_split("2007", "test")[0]
+    image = cv2.imread(str(devkit.image_path("2007", image_id)))
+    np.testing.assert_array_equal(shipped[image_id], proposals.selective_search(image, "fast"))
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    shutil.rmtree(world / synth_proposals.FOLDER)
+    assert synth_proposals.ensure_proposals(world) is True
+    again = proposals.load_npz(synth_proposals.proposal_file(world, "test"))
+    np.testing.assert_array_equal(again[image_id], shipped[image_id])
+    assert synth_proposals.ensure_proposals(world) is False  # nothing left to compute
+    (world / ".complete").unlink()
+    shutil.rmtree(world / synth_proposals.FOLDER)
+    assert synth_proposals.ensure_proposals(world) is False  # an unfinished world is left alone
+    assert not (world / synth_proposals.FOLDER).exists()
+
+
 def test_fast_rcnn_mat_files_are_read_in_voc_order(tmp_path):
     boxes = np.empty(2, dtype=object)
     boxes[0] = np.array([[2, 1, 20, 10], [5, 5, 6, 7]], dtype=np.float64)  # (y1, x1, y2, x2)
@@ -211,6 +237,16 @@ def test_detection_transfer_on_the_tiny_world(tiny_world, tmp_path):
     assert again.info["proposals_from_cache"] is True
     for name in out.predictions.class_names:
         assert again.predictions.detection_tuples(name) == out.predictions.detection_tuples(name)
+    # the world's precomputed proposals (a folder named relative to the data root) are the same
+    # boxes: the same detections, and no selective search in this results directory
+    shipped = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path / "elsewhere", "alexnet-small",
+                         config={**ctx.config, "proposals": "selective_search_data"})
+    from_world = detection.transfer(rep, "fc6-8", shipped)
+    assert from_world.info["proposals"] == {"trainval": "selective_search_data",
+                                            "test": "selective_search_data"}
+    assert not (tmp_path / "elsewhere" / "proposals").exists()
+    for name in out.predictions.class_names:
+        assert from_world.predictions.detection_tuples(name) == out.predictions.detection_tuples(name)
     with pytest.raises(ValueError, match="unknown settings"):
         detection.transfer(rep, "all", RunContext(torch.device("cpu"), 0, tiny_world, tmp_path,
                                                   "alexnet-small", config={"epoch": 1}))

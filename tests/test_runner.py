@@ -145,3 +145,23 @@ def test_a_task_section_can_set_its_own_number_of_seeds(tmp_path, tiny_world):
     raw["tasks"]["voc12-seg"]["seeds"] = 0
     with pytest.raises(BenchharnessError, match=r"\[tasks.voc12-seg\] seeds"):
         Suite.from_dict(raw)
+
+
+def test_a_protocol_table_can_set_its_own_number_of_seeds(tiny_world):
+    from benchharness.interfaces import BenchharnessError
+    from benchharness.suite import Suite
+
+    raw = {"methods": {"use": ["random"]}, "seeds": 2,
+           "tasks": {"use": ["voc07-cls"],
+                     "voc07-cls": {"protocols": ["fc8", "all"], "seeds": 3,
+                                   "all": {"seeds": 1, "epochs": 1}}}}
+    suite = Suite.from_dict(raw)
+    assert suite.task_seeds == {"voc07-cls": 3, "voc07-cls.all": 1}
+    assert suite.task_config["voc07-cls"]["all"] == {"epochs": 1}  # not a setting the task sees
+    assert raw["tasks"]["voc07-cls"]["all"] == {"seeds": 1, "epochs": 1}  # the input is not changed
+    assert (suite.seeds_for("voc07-cls", "all"), suite.seeds_for("voc07-cls", "fc8")) == (1, 3)
+    jobs = plan(suite, Registry(), tiny_world).jobs
+    assert sorted((j.protocol, j.seed) for j in jobs) == [("all", 0), ("fc8", 0), ("fc8", 1), ("fc8", 2)]
+    raw["tasks"]["voc07-cls"]["all"]["seeds"] = 1.5
+    with pytest.raises(BenchharnessError, match=r"\[tasks.voc07-cls.all\] seeds"):
+        Suite.from_dict(raw)

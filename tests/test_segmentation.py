@@ -317,12 +317,14 @@ def test_reference_setup_sbd_train_and_seg11valid_on_the_tiny_world(tiny_world, 
 
 
 def test_a_relative_sbd_root_is_found_under_the_data_root(tmp_path, monkeypatch):
+    from benchharness.tasks.settings import under_data_root
+
     (tmp_path / "data" / "benchmark_RELEASE" / "dataset").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    found = segmentation.resolve_sbd_root("benchmark_RELEASE/dataset", tmp_path / "data")
+    found = under_data_root("benchmark_RELEASE/dataset", tmp_path / "data")
     assert found == str(tmp_path / "data" / "benchmark_RELEASE" / "dataset")
-    assert segmentation.resolve_sbd_root("elsewhere/dataset", tmp_path / "data") == "elsewhere/dataset"
-    assert segmentation.resolve_sbd_root("", tmp_path / "data") == ""
+    assert under_data_root("elsewhere/dataset", tmp_path / "data") == "elsewhere/dataset"
+    assert under_data_root("", tmp_path / "data") == ""
 
 
 def test_the_synthetic_world_has_sbd_and_a_proper_seg11valid(tiny_world, tmp_path):

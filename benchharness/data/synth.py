@@ -9,6 +9,7 @@
     source/{train,val}/<class>/*.jpg                                 object-centric, labelled
     unlabelled/*.jpg                                                 scenes, no labels
     clips/clip_*.mkv, clips/manifest.json                            video with sound, true boxes
+    selective_search_data/voc_2007_{trainval,test}.npz               Fast R-CNN's proposals
     world.json, .complete
 
 Each of the 20 VOC classes has a fixed appearance (:data:`CLASS_STYLES`): a shape, a hue
@@ -41,6 +42,7 @@ from PIL import Image
 
 from ..interfaces import DataError
 from .classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
+from .synth_proposals import FOLDER as PROPOSALS_FOLDER
 
 GENERATOR_VERSION = "1"
 """Bump when the output of a given seed changes; recorded in ``world.json``."""
@@ -602,9 +604,9 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     marker = out / ".complete"
     marker.unlink(missing_ok=True)
     info_path = out / "world.json"
-    leftovers = [name for name in ("VOCdevkit", "benchmark_RELEASE", "source", "unlabelled", "clips")
-                 if (out / name).exists()]
-    if leftovers and not _is_synthetic_world(info_path):
+    leftovers = [name for name in ("VOCdevkit", "benchmark_RELEASE", "source", "unlabelled", "clips",
+                                   PROPOSALS_FOLDER) if (out / name).exists()]
+    if leftovers and not is_synthetic_world(out):
         raise DataError(
             out,
             f"holds {', '.join(leftovers)} but no synthetic-world world.json; refusing to "
@@ -678,6 +680,11 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
 
     write_clips(out / "clips", seed, size, progress)
 
+    # Fast R-CNN's precomputed selective search, for VOC2007's splits.
+    from .synth_proposals import write_proposals
+
+    write_proposals(out, progress)
+
     marker.write_bytes(b"")
     return out
 
@@ -710,7 +717,9 @@ def _world_info(seed: int, size: str) -> dict:
     }
 
 
-def _is_synthetic_world(info_path: Path) -> bool:
+def is_synthetic_world(root: Path | str) -> bool:
+    """True when ``root`` holds a ``world.json`` written by this generator."""
+    info_path = Path(root) / "world.json"
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -41,7 +41,7 @@ from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContex
 from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
-from .settings import from_suite_section, solver_steps, step_schedule
+from .settings import from_suite_section, solver_steps, step_schedule, under_data_root
 from .batching import normalised_batch
 from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss, regression_stats
 from .proposals import split_proposals, to_continuous, to_voc
@@ -61,7 +61,9 @@ class DetConfig:
     scales: tuple[int, ...] = ()  # training short sides, one picked at random per image
     test_scales: tuple[int, ...] = ()  # test image pyramid; empty: the training scales
     max_size: int = 1000  # cap on the long side
-    proposals: str = "selective_search"  # or a .mat / .npz file (or a folder of <split>.mat|npz)
+    # or a .mat / .npz file, or a folder of voc_2007_<split>.mat|npz (relative: under the data
+    # root when there, as the synthetic world's selective_search_data)
+    proposals: str = "selective_search"
     proposals_trainval: str = ""  # the trainval split's file (overrides `proposals`)
     proposals_test: str = ""  # the test split's file (overrides `proposals`)
     ss_mode: str = "fast"
@@ -120,9 +122,11 @@ class DetConfig:
         """Short sides of the test image pyramid."""
         return tuple(self.test_scales) or self.train_scales
 
-    def proposals_for(self, split: str) -> str:
-        """The proposals source of ``split``: its own setting, else ``proposals``."""
-        return getattr(self, f"proposals_{split}", "") or self.proposals
+    def proposals_for(self, split: str, data_root=None) -> str:
+        """The proposals source of ``split``: its own setting, else ``proposals``; a relative
+        path is looked for under ``data_root`` first."""
+        source = getattr(self, f"proposals_{split}", "") or self.proposals
+        return source if source == "selective_search" else under_data_root(source, data_root)
 
 
 @dataclass
@@ -169,7 +173,7 @@ def load_split(devkit: VOCDevkit, split: str, gt: DetGroundTruth, cfg: DetConfig
     boxes, cached = split_proposals(
         ids, lambda i: devkit.image_path(cfg.year, i), f"voc{cfg.year}_{split}",
         Path(ctx.cache_dir) / "proposals", {"devkit": str(devkit.root.resolve()), "year": cfg.year},
-        cfg.proposals_for(split), cfg.ss_mode, cfg.ss_workers, ctx.progress, ctx.log,
+        cfg.proposals_for(split, ctx.data_root), cfg.ss_mode, cfg.ss_workers, ctx.progress, ctx.log,
         file_names=[f"voc_{cfg.year}_{split}"])
     out = DetSplit(ids, [], [], [], [], [])
     for image_id, props in zip(ctx.bar(ids, desc=f"load VOC{cfg.year} {split}", leave=False), boxes):

@@ -38,7 +38,7 @@ from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, Transfer
 from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
-from .settings import from_suite_section, solver_steps, step_schedule
+from .settings import from_suite_section, solver_steps, step_schedule, under_data_root
 from .batching import normalised_batch
 from .fcn import FCN32s
 
@@ -105,17 +105,6 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor | None, scale: int):
     if mask is not None:
         mask = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST)[0]
     return image, mask
-
-
-def resolve_sbd_root(sbd_root: str, data_root) -> str:
-    """``sbd_root`` as a path: absolute as given; relative, under ``data_root`` when it is
-    there (the data root holding both VOCdevkit and SBD's benchmark_RELEASE), else as given."""
-    if not sbd_root:
-        return ""
-    path = Path(sbd_root).expanduser()
-    if not path.is_absolute() and data_root is not None and (Path(data_root) / path).exists():
-        path = Path(data_root) / path
-    return str(path)
 
 
 def load_train(devkit: VOCDevkit, cfg: SegConfig, exclude: set[str], ctx: RunContext):
@@ -251,7 +240,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     if protocol not in PROTOCOLS:
         raise ValueError(f"voc12-seg: unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     cfg = SegConfig.from_mapping(ctx.config, protocol)
-    cfg.sbd_root = resolve_sbd_root(cfg.sbd_root, ctx.data_root)
+    cfg.sbd_root = under_data_root(cfg.sbd_root, ctx.data_root)
     torch.manual_seed(ctx.seed)
     devkit = VOCDevkit(locate_devkit(ctx.data_root))
     t0 = time.perf_counter()

@@ -4,6 +4,7 @@ settings dataclass, and the step learning-rate schedule."""
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -40,6 +41,18 @@ def from_suite_section(settings_class, task: str, protocols: Sequence[str], conf
         for name in sorted((names & SCHEDULE_KEYS) - set(merged)):
             merged[name] = scale_count(getattr(defaults, name), fraction)
     return settings_class(**merged)
+
+
+def under_data_root(setting: str, data_root) -> str:
+    """A path setting (SBD's root, a proposals file or folder): absolute as given; relative,
+    under ``data_root`` when it is there (a data root that holds VOCdevkit and its companions),
+    else as given (relative to the working directory)."""
+    if not setting:
+        return ""
+    path = Path(setting).expanduser()
+    if not path.is_absolute() and data_root is not None and (Path(data_root) / path).exists():
+        path = Path(data_root) / path
+    return str(path)
 
 
 def solver_steps(n_images: int, images_per_step: int, iterations: int, epochs: int) -> tuple[int, int]:

@@ -79,9 +79,17 @@ def main():
 @click.option("--backbone", default=None, metavar="NAME",
               help="Backbone replacing the suite's: caffenet (Caffe CaffeNet, for .caffemodel "
                    "checkpoints), alexnet (torchvision layout), alexnet-small.")
+@click.option("--executor", default=None, type=click.Choice(["inline", "pool"]),
+              help="inline: one job after the other in this process; pool: worker processes on "
+                   "this machine (pretraining first; the CPU's threads divided among them, or one "
+                   "GPU each). Same result files; a job's numbers depend on its thread count. "
+                   "[default: the suite's [executor] name, else inline]")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the pool executor [default: the suite's [executor] "
+                   "workers, else one per visible GPU, or 1 on a CPU].")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
-        schedule_fraction, backbone, dry_run):
+        schedule_fraction, backbone, executor, workers, dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
@@ -109,7 +117,14 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     partial = f", schedule fraction {schedule_fraction:g}" if schedule_fraction != 1 else ""
     log(f"suite {the_suite.name}: {len(the_plan.jobs)} jobs on {runner.device}, data {root} "
         f"({the_plan.data.tag}){partial}, results {results_dir}")
-    counts = runner.run(the_plan)
+    executor = executor or the_suite.executor.get("name", "inline")
+    if executor == "pool":
+        from .pool import default_workers, run_pool
+
+        workers = workers or the_suite.executor.get("workers") or default_workers(runner.device.type)
+        counts = run_pool(the_plan, runner, workers, log)
+    else:
+        counts = runner.run(the_plan)
     log(f"finished: {counts['done']} run, {counts['skipped']} already done, {counts['failed']} failed")
     if counts["failed"]:
         sys.exit(1)

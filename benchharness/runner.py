@@ -300,7 +300,8 @@ class Runner:
                 "backbone": plan.suite.backbone, "data_root": str(plan.data_root),
                 "data": (plan.data or identify(plan.data_root)).record(),
                 "schedule_fraction": plan.schedule_fraction,
-                "device": str(self.device), "versions": versions()}
+                "device": str(self.device), "torch_threads": torch.get_num_threads(),
+                "versions": versions()}
         name, _ = split_method_spec(job.method_spec)
         base["group"] = plan.method_configs[job.representation_key].get(
             "group", self.registry.methods()[name].group)

@@ -1,8 +1,8 @@
 """Where the smoke suite's time goes, per job kind, from the timings its result files hold.
 
 Every result file carries the runner's ``timing``: ``pretrain`` (the seconds its
-representation's pretraining took, the same in every job of that representation, counted once;
-``pretrain_cached`` when this run read it from the cache instead), the task's ``data`` (decoding, proposals), ``features`` (frozen
+representation's pretraining took, the same in every job of that representation: counted once,
+so profile a fresh results store), the task's ``data`` (decoding, proposals), ``features`` (frozen
 layers on the crop bank, ``voc07-cls`` only), ``train``, ``predict`` (test crops or images)
 and ``evaluate`` (the metric), and ``wall_seconds``, the whole job. :func:`profile` sums them
 per method (pretraining) and per task and protocol (the rest).
@@ -25,8 +25,7 @@ def profile(rows: Iterable[dict], suite_seconds: float | None = None) -> dict:
     jobs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
         timing = row.get("timing") or {}
-        if not timing.get("pretrain_cached", 1):
-            made[row["representation_key"]] = (row["method"], timing.get("pretrain") or 0.0)
+        made[row["representation_key"]] = (row["method"], timing.get("pretrain") or 0.0)
         kind = jobs[f"{row['task']} {row['protocol']}"]
         kind["jobs"] += 1
         for phase in PHASES:

@@ -126,7 +126,9 @@ def test_short_pretraining_gives_a_saveable_representation(tiny_world, tmp_path)
     loaded = Representation.load(rep.save(tmp_path / "rep"))
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(loaded.network(x), rep.network.eval()(x))
+        # the trained trunk is still channels_last (another convolution algorithm than the
+        # loaded, contiguous one): equal to float32 rounding
+        torch.testing.assert_close(loaded.network(x), rep.network.eval()(x), rtol=1e-4, atol=1e-5)
 
 
 def test_pretraining_resumes_from_its_checkpoint(tiny_world, tmp_path):

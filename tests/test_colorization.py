@@ -112,7 +112,10 @@ def test_tiny_pretraining_gives_a_loadable_lab_representation(tiny_world, tmp_pa
     assert loaded.learned_stages == rep.learned_stages
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(loaded.network(loaded.input.normalise(x)), rep.network(rep.input.normalise(x)))
+        # the trained trunk is still channels_last (another convolution algorithm than the
+        # loaded, contiguous one): equal to float32 rounding
+        torch.testing.assert_close(loaded.network(loaded.input.normalise(x)),
+                                   rep.network(rep.input.normalise(x)), rtol=1e-4, atol=1e-5)
 
 
 def test_method_is_registered_through_its_entry_point():

@@ -115,7 +115,7 @@ def main() -> None:
         "smoke_suite_seconds": round(t_suite, 1),
         "leaderboard_seconds": round(t_board, 1),
         "jobs": len(rows),
-        "smoke_profile": profile(rows, t_suite),
+        "smoke_profile": profile(rows),
         **steps,
         **cache,
         **det_eval,

@@ -16,11 +16,11 @@ from typing import Iterable
 PHASES = ("data", "features", "train", "predict", "evaluate")
 
 
-def profile(rows: Iterable[dict], suite_seconds: float | None = None) -> dict:
+def profile(rows: Iterable[dict]) -> dict:
     """``{"pretrain": {method: s}, "jobs": {"<task> <protocol>": {"jobs": n, <phase>: s, ...,
-    "wall": s}}, "total": {<phase>: s, "pretrain": s, "wall": s}}``, seconds rounded to 0.1;
-    with ``suite_seconds`` (the whole ``run`` command), ``"outside_jobs"`` is what the jobs'
-    wall times leave of it (start-up, planning, the store)."""
+    "wall": s}}, "total": {<phase>: s, "pretrain": s, "wall": s}}``, seconds rounded to 0.1.
+    Under the pool executor these are worker-seconds: the run's wall time is about their sum
+    over the number of workers."""
     made: dict[str, tuple[str, float]] = {}  # representation -> (method, its pretraining)
     jobs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
@@ -41,6 +41,4 @@ def profile(rows: Iterable[dict], suite_seconds: float | None = None) -> dict:
            "jobs": {name: {k: (int(v) if k == "jobs" else round(v, 1)) for k, v in kind.items()}
                     for name, kind in sorted(jobs.items())},
            "total": {k: round(v, 1) for k, v in total.items()}}
-    if suite_seconds is not None:
-        out["outside_jobs"] = round(suite_seconds - total["wall"], 1)
     return out

@@ -21,12 +21,10 @@ def test_pretraining_counts_once_per_representation_and_phases_add_up_per_job_ki
             row("sup", "a", "voc07-cls", "fc8", 1.0, train=0.5, evaluate=0.1),
             row("sup", "a", "voc07-det", "all", 20.0, data=1.0, train=12.0, predict=6.0, evaluate=0.5),
             row("ctx", "b", "voc07-cls", "fc8", 3.0, cached=1, train=2.0, evaluate=0.1)]
-    out = profile(rows, suite_seconds=70.0)
+    out = profile(rows)
     assert out["pretrain"] == {"ctx": 4.0, "sup": 30.0}  # once per representation
     assert out["jobs"]["voc07-cls fc8"] == {"jobs": 3, "data": 0.0, "features": 10.0, "train": 3.0,
                                             "predict": 0.0, "evaluate": 0.3, "wall": 45.0}
     assert out["jobs"]["voc07-det all"]["train"] == 12.0 and out["jobs"]["voc07-det all"]["jobs"] == 1
     assert out["total"] == {"data": 1.0, "features": 10.0, "train": 15.0, "predict": 6.0,
                             "evaluate": 0.8, "pretrain": 34.0, "wall": 65.0}
-    assert out["outside_jobs"] == 5.0
-    assert "outside_jobs" not in profile(rows)

@@ -2,10 +2,11 @@
 where the image tensors live, and the peak-memory figure recorded in every result.
 
 Networks are kept channels_last on every device: oneDNN's convolutions on the CPU run about
-twice as fast in that layout as in NCHW (alexnet-small at batch 64, 2-core AVX2 CPU: 1,000 vs 510
-training images/s; ``make bench`` measures it). On CUDA the defaults are also bf16 autocast,
-images kept on the GPU (cropped there with roi_align, so the loop never waits for host copies)
-and non-blocking copies; on the CPU, fp32. ``amp = "bf16"`` forces autocast on the CPU too (used by the tests for equivalence).
+twice as fast in that layout as in NCHW (alexnet-small at batch 64, 2-core AVX2 CPU: 1,000 vs
+510 training images/s). On CUDA the defaults are also bf16 autocast, images kept on the GPU
+(cropped there with roi_align, so the loop never waits for host copies) and non-blocking
+copies; on the CPU, fp32. ``amp = "bf16"`` forces autocast on the CPU too (used by the tests
+for equivalence).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Callable
 
-from .runner import Job, Plan, Runner
+from .runner import Plan, Runner
+from .suite import Job
 
 _RUNNER: Runner | None = None  # the worker process's runner (set by _start_worker)
 _MEMO: dict = {}  # the worker's representations, loaded once (Runner.run_job's memo)
@@ -90,11 +91,7 @@ def run_pool(plan: Plan, runner: Runner, workers: int, log: Callable[[str], None
     """
     import torch
 
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    todo = [j for j in plan.jobs if not runner.store.is_done(j)]
-    counts["skipped"] = len(plan.jobs) - len(todo)
-    if counts["skipped"]:
-        log(f"{counts['skipped']} of {len(plan.jobs)} jobs already finished; skipping them")
+    todo, counts = runner.unfinished(plan)
     if not todo:
         return counts
     gpus = torch.cuda.device_count() if runner.device.type == "cuda" else 0

@@ -249,18 +249,23 @@ class Runner:
         finally:
             lock.release()
 
+    def unfinished(self, plan: Plan) -> tuple[list[Job], dict[str, int]]:
+        """The plan's jobs without a stored result, and the counts of done, skipped and failed
+        jobs an executor starts from (the finished ones counted as skipped, and logged)."""
+        todo = [j for j in plan.jobs if not self.store.is_done(j)]
+        counts = {"done": 0, "skipped": len(plan.jobs) - len(todo), "failed": 0}
+        if counts["skipped"]:
+            self.log(f"{counts['skipped']} of {len(plan.jobs)} jobs already finished; skipping them")
+        return todo, counts
+
     def run(self, plan: Plan) -> dict[str, int]:
         """Run every unfinished job; returns counts of done, skipped and failed jobs.
 
         A job another process is running (its lock is held) is put aside and waited for at the
         end, so two runs on one results directory share the grid without computing a job twice.
         """
-        counts = {"done": 0, "skipped": 0, "failed": 0}
+        todo, counts = self.unfinished(plan)
         memo: dict[str, tuple[Representation, bool] | BaseException] = {}
-        todo = [j for j in plan.jobs if not self.store.is_done(j)]
-        counts["skipped"] = len(plan.jobs) - len(todo)
-        if counts["skipped"]:
-            self.log(f"{counts['skipped']} of {len(plan.jobs)} jobs already finished; skipping them")
         deferred = []
         for i, job in enumerate(todo, 1):
             lock = FileLock(self.store.path_for(job).with_suffix(".lock"))

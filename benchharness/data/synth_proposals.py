@@ -56,9 +56,7 @@ def ensure_proposals(root: Path | str, progress: Callable | None = None) -> bool
     root = Path(root)
     if not (root / ".complete").is_file() or not is_synthetic_world(root):
         return False
-    splits = Path(root) / "VOCdevkit" / f"VOC{YEAR}" / "ImageSets" / "Main"
+    splits = root / "VOCdevkit" / f"VOC{YEAR}" / "ImageSets" / "Main"
     if not all((splits / f"{split}.txt").is_file() for split in SPLITS):
         return False  # no VOC2007 to compute them from
-    if all(proposal_file(root, split).is_file() for split in SPLITS):
-        return False
-    return write_proposals(root, progress)
+    return write_proposals(root, progress)  # computes only the splits without a file

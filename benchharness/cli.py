@@ -79,22 +79,32 @@ def main():
 @click.option("--backbone", default=None, metavar="NAME",
               help="Backbone replacing the suite's: caffenet (Caffe CaffeNet, for .caffemodel "
                    "checkpoints), alexnet (torchvision layout), alexnet-small.")
-@click.option("--executor", default=None, type=click.Choice(["inline", "pool"]),
+@click.option("--executor", default=None, type=click.Choice(["inline", "pool", "submitit"]),
               help="inline: one job after the other in this process; pool: worker processes on "
                    "this machine (pretraining first; the CPU's threads divided among them, or one "
-                   "GPU each). Same result files; a job's numbers depend on its thread count. "
-                   "[default: the suite's [executor] name, else inline]")
+                   "GPU each); submitit: cluster jobs through submitit (SLURM job arrays per wave, "
+                   "or cluster=local / cluster=debug). Same result files; a job's numbers depend "
+                   "on its thread count. [default: the suite's [executor] name, else inline]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes of the pool executor [default: the suite's [executor] "
-                   "workers, else one per visible GPU, or 1 on a CPU].")
+              help="Worker processes of the pool executor, or jobs at a time of submitit's local "
+                   "executor [default: the suite's [executor] workers, else one per visible GPU, "
+                   "or 1 on a CPU]. Same as --executor-option workers=N.")
+@click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
+              help="Set any [executor] key (repeatable), over the suite's: workers, cluster "
+                   "(slurm|local|debug), partition, gpus, cpus, mem_gb, timeout_min, account, qos, "
+                   "constraint, array_parallelism, setup, max_num_timeout, folder, wait, poll_s. "
+                   "VALUE is read as TOML (4, true, [\"module load cuda\"]) or else as text. "
+                   "The README's \"Running on a cluster\" explains each.")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
-        schedule_fraction, backbone, executor, workers, dry_run):
+        schedule_fraction, backbone, executor, workers, executor_options, dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
     Finished jobs are skipped, so re-running the same command after a kill resumes the grid.
+    `benchharness status` shows what a run (of any executor) is doing.
     """
+    from .executors import check_executor, parse_option, run_plan
     from .plugins import get_registry
     from .runner import Runner, plan as make_plan, prepare_data_root
     from .suite import load_suite
@@ -106,6 +116,13 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     if backbone:
         the_suite.backbone = backbone
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    options = dict(the_suite.executor)
+    options.update(parse_option(text) for text in executor_options)
+    if executor:
+        options["name"] = executor
+    if workers:
+        options["workers"] = workers
+    options = check_executor(options, "run options")
     root = prepare_data_root(the_suite, data_root, log)
     the_plan = make_plan(the_suite, registry, root, list(methods), list(tasks), list(protocols), seeds,
                          {"rescale": True} if rescale else None, schedule_fraction)
@@ -117,14 +134,7 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     partial = f", schedule fraction {schedule_fraction:g}" if schedule_fraction != 1 else ""
     log(f"suite {the_suite.name}: {len(the_plan.jobs)} jobs on {runner.device}, data {root} "
         f"({the_plan.data.tag}){partial}, results {results_dir}")
-    executor = executor or the_suite.executor.get("name", "inline")
-    if executor == "pool":
-        from .pool import default_workers, run_pool
-
-        workers = workers or the_suite.executor.get("workers") or default_workers(runner.device.type)
-        counts = run_pool(the_plan, runner, workers, log)
-    else:
-        counts = runner.run(the_plan)
+    counts = run_plan(options, the_plan, runner, log)
     log(f"finished: {counts['done']} run, {counts['skipped']} already done, {counts['failed']} failed")
     if counts["failed"]:
         sys.exit(1)
@@ -176,6 +186,33 @@ def leaderboard(results_dir, fmt, reference, suite):
     if df.empty and ref is None:
         raise BenchharnessError(f"no results under {Path(results_dir) / 'runs'}; run `benchharness run` first")
     click.echo(lb.render(df, ref, fmt))
+
+
+@main.command()
+@click.option("--results", "results_dir", default=DEFAULT_RESULTS, show_default=True,
+              type=click.Path(file_okay=False), help="Results store to look at.")
+@click.option("--all", "show_all", is_flag=True, help="Also list the finished jobs per method.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per job (method, task, "
+              "protocol, seed, state, run, executor, where, error, log).")
+def status(results_dir, show_all, as_json):
+    """What the runs on a results directory are doing: each job queued, pretraining, running,
+    done, failed (with its error and log) or stopped (its run ended before it), across inline
+    runs, pool workers and cluster jobs.
+
+    \b
+    It reads what every executor leaves: the result files, their locks (held by live
+    processes), and the run records under RESULTS/queue/ that each `run` writes.
+    """
+    from dataclasses import asdict
+
+    from .status import collect, render
+
+    states, records = collect(Path(results_dir))
+    if as_json:
+        for state in states:
+            click.echo(json.dumps(asdict(state)))
+        return
+    click.echo(render(states, records, Path(results_dir), show_all))
 
 
 def find_reference(results_dir: Path) -> Path:

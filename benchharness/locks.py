@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,9 +50,16 @@ class FileLock:
             return False
         if owner is None:  # being written right now, or garbage: judge by age only
             return age > self.stale_after
-        if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+        if owner.get("host") == socket.gethostname() and not pid_alive(int(owner.get("pid", -1))):
             return True
         return age > self.stale_after
+
+    def holder(self) -> dict | None:
+        """Who holds the lock now (``host``, ``pid``, ``since``), or None when it is free or
+        its holder is gone."""
+        if not self.path.exists() or self.is_stale():
+            return None
+        return self._owner() or {"host": "?", "pid": "?", "since": None}
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free or stale; never blocks."""

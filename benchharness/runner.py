@@ -8,9 +8,13 @@ most the job in flight.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import os
 import re
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -21,6 +25,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from . import atomic
 from .data.check import ensure_devkit
 from .data.identity import DataIdentity, identify, synthetic_recipe
 from .data.voc import find_devkit
@@ -197,9 +202,28 @@ class Runner:
         self.registry = registry
         self.store = ResultStore(results_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else Path(results_dir) / "cache"
+        self.requested_device = device  # as asked: a cluster job resolves `auto` on its node
         self.device = resolve_device(device)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.progress = progress
+
+    @contextlib.contextmanager
+    def logging_to(self, path: Path):
+        """Also append every log line (time-stamped) to ``path`` while inside: each job and each
+        pretraining has a log file of its own, which ``benchharness status`` points to."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        forward = self.log
+        with open(path, "a", encoding="utf-8") as file:
+            def log(msg: str) -> None:
+                forward(msg)
+                file.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {msg}\n")
+                file.flush()
+
+            self.log = log
+            try:
+                yield log
+            finally:
+                self.log = forward
 
     def context(self, plan: Plan, seed: int, config: dict, method_arg: str | None = None) -> RunContext:
         """The RunContext handed to a method or task."""
@@ -229,23 +253,68 @@ class Runner:
             self.log(f"waiting for another run to finish pretraining {job.method}")
             lock.acquire()
         try:
-            if (directory / "representation.json").is_file():
-                return Representation.load(directory), True
-            name, arg = split_method_spec(job.method_spec)
-            method = self.registry.get("methods", name)
-            mcfg = plan.method_configs[job.representation_key]
-            ctx = self.context(plan, int(mcfg.get("seed", 0)), mcfg, arg)
-            ctx.state_dir = directory.parent / ".partial" / directory.name
-            self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
-            start = time.perf_counter()
-            rep = method.pretrain(ctx)
-            rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
-                             "config_hash": job.representation_key, "config": mcfg,
-                             "pretrain_seconds": time.perf_counter() - start,
-                             "device": str(self.device), "backbone": plan.suite.backbone})
-            rep.save(directory)
-            shutil.rmtree(ctx.state_dir, ignore_errors=True)
-            return rep, False
+            with self.logging_to(directory.parent / f"{directory.name}.log") as log:
+                try:
+                    return self._pretrain_locked(plan, job, directory)
+                except Exception:
+                    log(traceback.format_exc())
+                    raise
+        finally:
+            lock.release()
+
+    def _pretrain_locked(self, plan: Plan, job: Job, directory: Path) -> tuple[Representation, bool]:
+        if (directory / "representation.json").is_file():
+            return Representation.load(directory), True
+        name, arg = split_method_spec(job.method_spec)
+        method = self.registry.get("methods", name)
+        mcfg = plan.method_configs[job.representation_key]
+        ctx = self.context(plan, int(mcfg.get("seed", 0)), mcfg, arg)
+        ctx.state_dir = directory.parent / ".partial" / directory.name
+        self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
+        start = time.perf_counter()
+        rep = method.pretrain(ctx)
+        rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
+                         "config_hash": job.representation_key, "config": mcfg,
+                         "pretrain_seconds": time.perf_counter() - start,
+                         "device": str(self.device), "backbone": plan.suite.backbone})
+        rep.save(directory)
+        shutil.rmtree(ctx.state_dir, ignore_errors=True)
+        return rep, False
+
+    def failure_file(self, job: Job) -> Path:
+        """Where a failed pretraining of ``job``'s representation is recorded, so that the
+        transfer jobs of another process (a pool worker, a cluster job) fail with its error
+        instead of pretraining again."""
+        directory = self.representation_dir(job)
+        return directory.parent / f"{directory.name}.failed.json"
+
+    def prepare_representation(self, plan: Plan, job: Job) -> str | None:
+        """Pretrain (or find cached) ``job``'s representation; the error if that failed, which is
+        also recorded in :meth:`failure_file` for the transfer jobs that follow."""
+        failure = self.failure_file(job)
+        try:
+            self.representation(plan, job)
+        except Exception as exc:  # every job of this method will be stored as failed with it
+            error = f"{type(exc).__name__}: {exc}"
+            atomic.write_json(failure, {"error": error, "traceback": traceback.format_exc()})
+            return error
+        failure.unlink(missing_ok=True)
+        return None
+
+    def run_locked(self, plan: Plan, job: Job, memo: dict) -> dict | None:
+        """Run one job under its result lock, waiting while another process holds it; its
+        result, or None when it was finished elsewhere. A pretraining that failed in another
+        process (:meth:`prepare_representation`) fails the job with that error."""
+        failure = self.failure_file(job)
+        if job.representation_key not in memo and failure.is_file():
+            error = json.loads(failure.read_text())["error"]
+            memo[job.representation_key] = RuntimeError(f"pretraining failed: {error}")
+        lock = FileLock(self.store.path_for(job).with_suffix(".lock"))
+        lock.acquire()
+        try:
+            if self.store.is_done(job):
+                return None
+            return self.run_job(plan, job, memo)
         finally:
             lock.release()
 
@@ -295,7 +364,19 @@ class Runner:
                 lock.release()
 
     def run_job(self, plan: Plan, job: Job, memo: dict) -> dict:
-        """Run one job and store its result (a failure is stored as a failed result)."""
+        """Run one job and store its result (a failure is stored as a failed result); its log
+        lines also go to the job's log file beside the result (``log`` in the result)."""
+        log_file = self.store.path_for(job).with_suffix(".log")
+        with self.logging_to(log_file):
+            result = self._run_job(plan, job, memo, log_file)
+        if result.get("traceback"):  # in the job's log only; the console has the error's line
+            with open(log_file, "a", encoding="utf-8") as file:
+                file.write(result["traceback"])
+        for err in self.registry.notify_result(result):
+            self.log(f"    on_result hook error: {err}")
+        return result
+
+    def _run_job(self, plan: Plan, job: Job, memo: dict, log_file: Path) -> dict:
         start = time.perf_counter()
         rescaled = bool(job.task_config.get("rescale"))
         base = {"method": job.method + (" (rescaled)" if rescaled else ""), "rescaled": rescaled,
@@ -306,6 +387,8 @@ class Runner:
                 "data": (plan.data or identify(plan.data_root)).record(),
                 "schedule_fraction": plan.schedule_fraction,
                 "device": str(self.device), "torch_threads": torch.get_num_threads(),
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "versions": versions()}
         name, _ = split_method_spec(job.method_spec)
         base["group"] = plan.method_configs[job.representation_key].get(
@@ -354,7 +437,6 @@ class Runner:
             self.log(f"    FAILED: {type(exc).__name__}: {exc}")
         result["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         result["wall_seconds"] = time.perf_counter() - start
+        result["log"] = str(log_file)
         self.store.write(job, result)
-        for err in self.registry.notify_result(result):
-            self.log(f"    on_result hook error: {err}")
         return result

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .executors import check_executor
 from .interfaces import BenchharnessError
 
 SCHEDULE_KEYS = frozenset({"epochs", "iterations", "steps", "warmup_epochs", "stepsize"})
@@ -98,7 +99,7 @@ class Suite:
     task_seeds: dict[str, int] = field(default_factory=dict)
     description: str = ""
     device: str = "auto"
-    executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name, workers
+    executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name and its options
 
     def seeds_for(self, task: str, protocol: str) -> int:
         """How many seeds the jobs of ``task`` under ``protocol`` run: the protocol table's
@@ -142,23 +143,7 @@ class Suite:
             data_root=raw.get("data_root"), synthetic=raw.get("synthetic"),
             method_config={k: v for k, v in methods_raw.items() if k != "use"},
             task_config=task_cfg, task_seeds=task_seeds, description=raw.get("description", ""),
-            device=raw.get("device", "auto"), executor=_executor_section(raw.get("executor", {}), where))
-
-
-EXECUTORS = ("inline", "pool")
-
-
-def _executor_section(raw: Any, where: str) -> dict[str, Any]:
-    """``[executor]``: ``name`` (inline or pool) and ``workers`` (a positive integer), checked."""
-    if not isinstance(raw, dict) or set(raw) - {"name", "workers"}:
-        raise BenchharnessError(f"{where}: [executor] takes `name` ({' or '.join(EXECUTORS)}) and "
-                                f"`workers`, got {raw!r}")
-    if raw.get("name", "inline") not in EXECUTORS:
-        raise BenchharnessError(f"{where}: [executor] name must be one of {EXECUTORS}, got {raw['name']!r}")
-    workers = raw.get("workers", 1)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise BenchharnessError(f"{where}: [executor] workers must be a positive integer, got {workers!r}")
-    return dict(raw)
+            device=raw.get("device", "auto"), executor=check_executor(raw.get("executor", {}), where))
 
 
 def find_suite(name_or_path: str) -> Path:

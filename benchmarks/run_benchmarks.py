@@ -20,6 +20,9 @@ one-off feature computation in the cached time.
 ``det_eval_speedup``: the detection AP evaluator vs a plain per-detection loop on 5,000 images
 x 20 classes x 50 detections per image and class (``det_eval_speed.py``), identical APs.
 
+``pool2_vs_inline_throughput`` and ``submitit_local_overhead_s``: one grid under ``inline``,
+``pool`` with 2 workers and submitit's local executor (``executor_throughput.py``).
+
 A GPU figure (``train_step_efficiency``) is measured only where CUDA is available.
 
 Usage: python benchmarks/run_benchmarks.py [--out benchmarks/out] [--keep DIR]
@@ -46,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import cpu_step_efficiency  # noqa: E402  (sibling scripts of this one)
 import det_eval_speed  # noqa: E402
+import executor_throughput  # noqa: E402
 import train_step_efficiency  # noqa: E402
 from smoke_profile import profile  # noqa: E402
 
@@ -101,6 +105,7 @@ def main() -> None:
         cache = frozen_cache_speedup(world, results / "cache")
         det_eval = det_eval_speed.measure()
         steps = cpu_step_efficiency.measure_available(world)
+        executors = executor_throughput.measure(world)
         gpu = train_step_efficiency.measure(torch.device("cuda")) if torch.cuda.is_available() else {}
     finally:
         if args.keep is None:
@@ -119,6 +124,7 @@ def main() -> None:
         **steps,
         **cache,
         **det_eval,
+        **executors,
         **gpu,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "smoke_map": summary.to_dict(orient="records"),

@@ -20,6 +20,7 @@ helper is a no-op, so single-process numbers are unchanged.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Callable, TypeVar
 
@@ -96,6 +97,17 @@ def teardown() -> None:
 def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     if active():
+        dist.barrier()
+
+
+@contextmanager
+def main_first():
+    """Run the block on rank 0 first and on the other ranks after it, so that they find what
+    rank 0 cached on disk (decoded images, proposals) instead of making it at the same time."""
+    if active() and not is_main():
+        dist.barrier()
+    yield
+    if active() and is_main():
         dist.barrier()
 
 

@@ -98,7 +98,7 @@ class Suite:
     task_seeds: dict[str, int] = field(default_factory=dict)
     description: str = ""
     device: str = "auto"
-    executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name, workers
+    executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name, workers, nproc
 
     def seeds_for(self, task: str, protocol: str) -> int:
         """How many seeds the jobs of ``task`` under ``protocol`` run: the protocol table's
@@ -149,15 +149,19 @@ EXECUTORS = ("inline", "pool")
 
 
 def _executor_section(raw: Any, where: str) -> dict[str, Any]:
-    """``[executor]``: ``name`` (inline or pool) and ``workers`` (a positive integer), checked."""
-    if not isinstance(raw, dict) or set(raw) - {"name", "workers"}:
-        raise BenchharnessError(f"{where}: [executor] takes `name` ({' or '.join(EXECUTORS)}) and "
-                                f"`workers`, got {raw!r}")
+    """``[executor]``: ``name`` (inline or pool), ``workers`` and ``nproc`` (processes per job's
+    training, :mod:`.ddp_job`; positive integers), checked."""
+    if not isinstance(raw, dict) or set(raw) - {"name", "workers", "nproc"}:
+        raise BenchharnessError(f"{where}: [executor] takes `name` ({' or '.join(EXECUTORS)}), "
+                                f"`workers` and `nproc`, got {raw!r}")
     if raw.get("name", "inline") not in EXECUTORS:
         raise BenchharnessError(f"{where}: [executor] name must be one of {EXECUTORS}, got {raw['name']!r}")
     workers = raw.get("workers", 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise BenchharnessError(f"{where}: [executor] workers must be a positive integer, got {workers!r}")
+    nproc = raw.get("nproc", 1)
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise BenchharnessError(f"{where}: [executor] nproc must be a positive integer, got {nproc!r}")
     return dict(raw)
 
 

@@ -87,9 +87,16 @@ def main():
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes of the pool executor [default: the suite's [executor] "
                    "workers, else one per visible GPU, or 1 on a CPU].")
+@click.option("--gpus-per-job", "nproc", type=int, default=None, metavar="N",
+              help="Train each job on N processes with torch.distributed, launched by torchrun "
+                   "(NCCL, one GPU each, on CUDA; gloo on a CPU): supervised pretraining and the "
+                   "`all` fine-tuning of voc07-cls, voc07-det and voc12-seg; the rest runs in one "
+                   "process. The global batch and lr stay the suite's (results state them under "
+                   "info.distributed). Inline executor only. [default: the suite's [executor] "
+                   "nproc, else 1]")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
-        schedule_fraction, backbone, executor, workers, dry_run):
+        schedule_fraction, backbone, executor, workers, nproc, dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
@@ -118,6 +125,7 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     log(f"suite {the_suite.name}: {len(the_plan.jobs)} jobs on {runner.device}, data {root} "
         f"({the_plan.data.tag}){partial}, results {results_dir}")
     executor = executor or the_suite.executor.get("name", "inline")
+    runner.nproc = _processes_per_job(nproc, the_suite, runner, executor)
     if executor == "pool":
         from .pool import default_workers, run_pool
 
@@ -128,6 +136,17 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     log(f"finished: {counts['done']} run, {counts['skipped']} already done, {counts['failed']} failed")
     if counts["failed"]:
         sys.exit(1)
+
+
+def _processes_per_job(nproc, suite, runner, executor: str) -> int:
+    """``--gpus-per-job`` (else the suite's ``[executor] nproc``), checked against the device
+    and the executor."""
+    from .distributed import check_nproc
+
+    n = check_nproc(nproc if nproc is not None else suite.executor.get("nproc", 1), runner.device)
+    if n > 1 and executor != "inline":
+        raise BenchharnessError(f"--gpus-per-job {n} needs the inline executor (got {executor})")
+    return n
 
 
 @main.command()

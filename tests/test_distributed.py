@@ -154,6 +154,7 @@ def test_a_failing_rank_fails_the_call_with_its_message(tiny_world, tmp_path):
         ddp_job.pretrain(method, ctx, nproc=2)
 
 
+@pytest.mark.slow
 def test_runner_records_the_distributed_training(tiny_world, tmp_path, fast_suite):
     from benchharness.plugins import get_registry
     from benchharness.runner import Runner, plan
@@ -173,3 +174,18 @@ def test_runner_records_the_distributed_training(tiny_world, tmp_path, fast_suit
         "world_size": 2, "backend": "gloo", "effective_batch_size": 16, "batch_unit": "images",
         "per_rank_batch_size": [8, 8], "lr": 0.01}
     assert result["representation"]["distributed"]["effective_batch_size"] == 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gpus-per-job", "0"], "positive integer, got 0"),
+    (["--gpus-per-job", "2", "--executor", "pool"], "needs the inline executor"),
+])
+def test_run_refuses_bad_gpus_per_job(tiny_world, tmp_path, fast_suite, args, message):
+    from click.testing import CliRunner
+
+    from benchharness.cli import main
+
+    got = CliRunner().invoke(main, ["run", "--suite", str(fast_suite), "--data-root", str(tiny_world),
+                                    "--results", str(tmp_path / "r"), "--device", "cpu", *args])
+    assert got.exit_code == 2 and message in got.output
+    assert not (tmp_path / "r" / "runs").exists()

@@ -178,13 +178,16 @@ def same_generator(generator: torch.Generator) -> torch.Generator:
     return generator
 
 
-def describe(effective_batch_size: int, lr: float, unit: str = "images") -> dict | None:
+def describe(effective_batch_size: int, lr: float, unit: str = "images",
+             split: int | None = None) -> dict | None:
     """What a result records about a distributed training: world size, backend, the global
-    (effective) minibatch and the learning rate; None in a single process."""
+    (effective) minibatch, what each rank takes of the minibatch that is split (``split``,
+    by default the effective one; a micro-batch under gradient accumulation) and the learning
+    rate; None in a single process."""
     if not active():
         return None
     size = world()[1]
-    shares = [_share_of(effective_batch_size, r, size) for r in range(size)]
+    shares = [_share_of(split or effective_batch_size, r, size) for r in range(size)]
     return {"world_size": size, "backend": dist.get_backend(),
             "effective_batch_size": effective_batch_size, "batch_unit": unit,
             "per_rank_batch_size": [s.stop - s.start for s in shares], "lr": lr}

@@ -268,7 +268,7 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
         if n_rois > 0:
             with autocast(device, cfg.amp):
                 batch = normalised_batch(images, model.input, device, sizes)
-                cls_logits, deltas = (ddp_net or net)(batch, rois)
+                cls_logits, deltas = (net if ddp_net is None else ddp_net)(batch, rois)
             if ddp_net is not None:
                 loss = distributed.global_mean(fast_rcnn_loss_sum(cls_logits, deltas, labels, targets),
                                                n_rois)

@@ -189,3 +189,96 @@ def test_run_refuses_bad_gpus_per_job(tiny_world, tmp_path, fast_suite, args, me
                                     "--results", str(tmp_path / "r"), "--device", "cpu", *args])
     assert got.exit_code == 2 and message in got.output
     assert not (tmp_path / "r" / "runs").exists()
+
+
+# --- the `all` fine-tuning loops of the three tasks: 2 gloo processes against 1 -------------
+
+def _ranks(rank: int, size: int, port: int, out: str, fn_name: str, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    distributed.setup("cpu")
+    try:
+        value = globals()[fn_name](*args)
+        if distributed.is_main():
+            torch.save(value, out)
+    finally:
+        distributed.teardown()
+
+
+def _on_two_processes(tmp_path: Path, fn, *args):
+    """``fn(*args)`` run on 2 gloo processes; rank 0's value."""
+    out = tmp_path / f"{fn.__name__}.pt"
+    torch.multiprocessing.spawn(_ranks, args=(2, _free_port(), str(out), fn.__name__, args), nprocs=2)
+    return torch.load(out, weights_only=False)
+
+
+def _context(world, cache):
+    from benchharness.interfaces import RunContext
+
+    return RunContext(torch.device("cpu"), 0, world, cache, "alexnet-small", config={})
+
+
+def _representation():
+    from benchharness.backbones import build
+    from benchharness.representation import Representation
+
+    torch.manual_seed(0)
+    return Representation(build("alexnet-small"), "alexnet-small")
+
+
+def _cls_weights(world: Path, cache: Path) -> dict:
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.tasks import classification as cls
+
+    cfg = cls.ClsConfig(iterations=3, batch_size=5, input_size=64, store_size=80, clip_gradients=10.0)
+    ctx = _context(world, cache)
+    with distributed.main_first():
+        _, labels, images = cls.load_split(VOCDevkit(locate_devkit(world)), "2007", "trainval", 80, ctx)
+    rep = _representation()
+    model = cls.Classifier(rep, 20, None)
+    cls.train(model, rep, images, labels, cfg, ctx)
+    return model.state_dict()
+
+
+def _det_weights(world: Path, cache: Path) -> dict:
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.evaluators.ground_truth import det_ground_truth
+    from benchharness.tasks import detection
+    from benchharness.tasks.fast_rcnn import FastRCNN
+
+    cfg = detection.DetConfig(iterations=3, images_per_batch=3, scale=96, max_size=160,
+                              rois_per_image=16, proposals="selective_search_data")
+    ctx = _context(world, cache)
+    devkit = VOCDevkit(locate_devkit(world))
+    with distributed.main_first():
+        data, _ = detection.load_split(devkit, "trainval", det_ground_truth(devkit, "2007", "trainval"),
+                                       cfg, ctx)
+    rep = _representation()
+    model = FastRCNN(rep, 20)
+    detection.train(model, rep, data, cfg, ctx)
+    return model.state_dict()
+
+
+def _seg_weights(world: Path, cache: Path) -> dict:
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.tasks import segmentation as seg
+    from benchharness.tasks.fcn import FCN32s
+
+    cfg = seg.SegConfig(iterations=2, batch_size=3, iter_size=2, lr=0.01)
+    ctx = _context(world, cache)
+    images, masks, _ = seg.load_train(VOCDevkit(locate_devkit(world)), cfg, set(), ctx)
+    assert len({im.shape for im in images}) > 1  # each share is padded as the whole minibatch
+    rep = _representation()
+    model = FCN32s(rep, 21)
+    seg.train(model, images, masks, cfg, ctx)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("weights", [_cls_weights, _det_weights, _seg_weights],
+                         ids=["voc07-cls", "voc07-det", "voc12-seg"])
+def test_all_fine_tuning_on_two_processes_matches_one(tiny_world, tmp_path, weights):
+    """Shares of 3 + 2 (cls), 2 + 1 images (det, seg; seg accumulating 2 minibatches)."""
+    one = weights(tiny_world, tmp_path / "one")
+    two = _on_two_processes(tmp_path, weights, tiny_world, tmp_path / "two")
+    torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-5)

@@ -26,8 +26,9 @@ and samples the whole minibatch (the RoI sampler draws from torch's global gener
 ranks keep it in step), runs the network on its share of the images and backpropagates its
 part of the whole minibatch's loss, divided by the whole minibatch's RoI count
 (:mod:`benchharness.distributed`); ``images_per_batch`` must be at least the number of
-processes. The weights match one process's to float tolerance for trunks without dropout
-(a smaller share pads its images less, which changes nothing inside them). Rank 0 alone
+processes. Each share is padded to the whole minibatch's size, as border RoIs depend on the
+padding, so the weights match one process's to float tolerance for trunks without dropout
+(with dropout each rank draws its own masks). Rank 0 alone
 detects; ``info["distributed"]`` states the world size, the global batch (in images) and lr.
 """
 
@@ -52,7 +53,7 @@ from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, solver_steps, step_schedule, under_data_root
-from .batching import normalised_batch
+from .batching import normalised_batch, pad_to
 from .fast_rcnn import (FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss, fast_rcnn_loss_sum,
                         regression_stats)
 from .proposals import split_proposals, to_continuous, to_voc
@@ -239,10 +240,11 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
         # every rank samples the whole minibatch's RoIs and keeps those of its own images
         mine = range(len(idx))[distributed.share(len(idx))]
         images, sizes, rois, labels, targets = [], [], [], [], []
-        n_rois = 0
+        n_rois, whole = 0, [0, 0]  # RoIs and padded (height, width) of the whole minibatch
         for k, i in enumerate(idx):
             factor = image_scale(*data.sizes[i], scales[int(picks[i])], cfg.max_size)
             size = resized_size(data.sizes[i], factor)
+            whole = [max(whole[0], size[0]), max(whole[1], size[1])]
             image, props, gt = data.images[i], data.proposals[i] * factor, data.gt_boxes[i] * factor
             if cfg.gt_as_proposals:
                 props = torch.cat([props, gt])
@@ -268,6 +270,8 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
         if n_rois > 0:
             with autocast(device, cfg.amp):
                 batch = normalised_batch(images, model.input, device, sizes)
+                if ddp_net is not None:
+                    batch = pad_to(batch, *whole)
                 cls_logits, deltas = (net if ddp_net is None else ddp_net)(batch, rois)
             if ddp_net is not None:
                 loss = distributed.global_mean(fast_rcnn_loss_sum(cls_logits, deltas, labels, targets),

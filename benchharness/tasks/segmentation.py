@@ -18,12 +18,11 @@ pixel. Scored with ``miou`` (one confusion matrix over the whole split).
 the whole minibatch (order, flips), runs the network on its contiguous share and
 backpropagates its part of the whole minibatch's loss, normalised by the whole minibatch's
 labelled pixels or images (:mod:`benchharness.distributed`); ``batch_size`` must be at least
-the number of processes. Not exactly one process's training: a share is zero-padded to its own
-largest image, and FCN's coarse score cells near an image's bottom and right borders depend on
-how far the padding reaches, so images of different sizes give slightly different border
-gradients (equal-sized images, and trunks without dropout, give the same weights to float
-tolerance). Rank 0 alone segments; ``info["distributed"]`` states the world size, the global
-batch (``batch_size x iter_size`` images) and lr.
+the number of processes. Each share is padded to the whole minibatch's size (FCN's scores
+near an image's bottom and right borders depend on how far the padding reaches), so the
+weights match one process's to float tolerance for trunks without dropout (with dropout each
+rank draws its own masks). Rank 0 alone segments; ``info["distributed"]`` states the world
+size, the global batch (``batch_size x iter_size`` images) and lr.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, solver_steps, step_schedule, under_data_root
-from .batching import normalised_batch
+from .batching import normalised_batch, pad_to
 from .fcn import FCN32s
 
 PROTOCOLS = ("all", "fc6-8")
@@ -221,13 +220,16 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
         for micro in range(cfg.iter_size):
             start = (step * cfg.iter_size + micro) * cfg.batch_size
             idx = [order[k % len(images)] for k in range(start, start + cfg.batch_size)]
-            if ddp_net is not None:  # this rank's share, normalised as the whole minibatch
+            if ddp_net is not None:  # this rank's share, padded and normalised as the whole
                 divisor = loss_divisor([masks[i] for i in idx], cfg.loss_normalization)
+                whole = (max(masks[i].shape[-2] for i in idx), max(masks[i].shape[-1] for i in idx))
                 idx = distributed.shard(idx)
             flip = [cfg.flip and bool(flips[i]) for i in idx]
             x = normalised_batch([images[i].flip(-1) if f else images[i] for i, f in zip(idx, flip)],
                                  model.input, device)
             y = label_batch([masks[i].flip(-1) if f else masks[i] for i, f in zip(idx, flip)], device)
+            if ddp_net is not None:
+                x, y = pad_to(x, *whole), pad_to(y, *whole, value=IGNORE_LABEL)
             with autocast(device, cfg.amp):
                 logits = (net if ddp_net is None else ddp_net)(x)
             if ddp_net is not None:

@@ -275,7 +275,8 @@ def _seg_weights(world: Path, cache: Path) -> dict:
     return model.state_dict()
 
 
-@pytest.mark.parametrize("weights", [_cls_weights, _det_weights, _seg_weights],
+@pytest.mark.parametrize("weights", [pytest.param(_cls_weights, marks=pytest.mark.slow),
+                                     _det_weights, _seg_weights],
                          ids=["voc07-cls", "voc07-det", "voc12-seg"])
 def test_all_fine_tuning_on_two_processes_matches_one(tiny_world, tmp_path, weights):
     """Shares of 3 + 2 (cls), 2 + 1 images (det, seg; seg accumulating 2 minibatches)."""

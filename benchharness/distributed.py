@@ -11,7 +11,9 @@ the *whole* minibatch from the same generator (same order, same crops), keeps it
 :func:`share`, and backpropagates :func:`global_mean` of its per-sample losses, i.e. its sum
 times ``world / global_count``. DistributedDataParallel averages the gradients over the ranks,
 which gives the gradient of the whole minibatch's mean loss whatever the sizes of the shares.
-The learning rate and the global batch size stay what the configuration says.
+The learning rate and the global batch size stay what the configuration says. No generator
+state is broadcast: every rank seeds its generators from the job's seed (and a resumed
+pretraining reads the same checkpoint), so all ranks draw the same minibatches already.
 
 Outside torchrun (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``, or :func:`setup` not called) every
 helper is a no-op, so single-process numbers are unchanged.
@@ -148,15 +150,6 @@ def global_mean(local_sum: torch.Tensor, global_count: int | float | torch.Tenso
     return local_sum * (world()[1] / global_count)
 
 
-def all_sum(value: torch.Tensor) -> torch.Tensor:
-    """``value`` summed over the ranks (a new tensor; ``value`` itself in a single process)."""
-    if not active():
-        return value
-    out = value.detach().clone()
-    dist.all_reduce(out)
-    return out
-
-
 def average(value: float) -> float:
     """The mean of a Python number over the ranks (for reported losses); itself when alone."""
     if not active():
@@ -166,15 +159,6 @@ def average(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
-
-
-def same_generator(generator: torch.Generator) -> torch.Generator:
-    """Give every rank rank 0's generator state, so that all draw the same minibatches."""
-    if active():
-        state = [generator.get_state()]
-        dist.broadcast_object_list(state, src=0)
-        generator.set_state(state[0])
-    return generator
 
 
 def describe(effective_batch_size: int, lr: float, unit: str = "images",

@@ -95,9 +95,16 @@ def main():
                    "constraint, array_parallelism, setup, max_num_timeout, folder, wait, poll_s. "
                    "VALUE is read as TOML (4, true, [\"module load cuda\"]) or else as text. "
                    "The README's \"Running on a cluster\" explains each.")
+@click.option("--gpus-per-job", "nproc", type=int, default=None, metavar="N",
+              help="Train each job on N processes with torch.distributed, launched by torchrun "
+                   "(NCCL, one GPU each, on CUDA; gloo on a CPU): supervised pretraining and the "
+                   "`all` fine-tuning of voc07-cls, voc07-det and voc12-seg; the rest runs in one "
+                   "process. The global batch and lr stay the suite's (results state them under "
+                   "info.distributed). Inline and submitit executors (not pool). [default: the suite's [executor] "
+                   "nproc, else 1]")
 @click.option("--dry-run", is_flag=True, help="Print the jobs that would run and exit.")
 def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_root, device, rescale,
-        schedule_fraction, backbone, executor, workers, executor_options, dry_run):
+        schedule_fraction, backbone, executor, workers, executor_options, nproc, dry_run):
     """Run a suite: pretrain (or load) each method once, transfer it to each task under each
     protocol and seed, score it, and store one JSON result per job.
 
@@ -134,10 +141,23 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     partial = f", schedule fraction {schedule_fraction:g}" if schedule_fraction != 1 else ""
     log(f"suite {the_suite.name}: {len(the_plan.jobs)} jobs on {runner.device}, data {root} "
         f"({the_plan.data.tag}){partial}, results {results_dir}")
+    runner.nproc = options["nproc"] = _processes_per_job(nproc, options, runner)
     counts = run_plan(options, the_plan, runner, log)
     log(f"finished: {counts['done']} run, {counts['skipped']} already done, {counts['failed']} failed")
     if counts["failed"]:
         sys.exit(1)
+
+
+def _processes_per_job(nproc, options: dict, runner) -> int:
+    """``--gpus-per-job`` (else ``[executor] nproc``), checked against the device and the
+    executor (a pool worker cannot launch torchrun's processes on GPUs it does not own)."""
+    from .distributed import check_nproc
+
+    n = check_nproc(nproc if nproc is not None else options.get("nproc", 1), runner.device)
+    executor = options.get("name", "inline")
+    if n > 1 and executor == "pool":
+        raise BenchharnessError(f"--gpus-per-job {n} needs the inline or submitit executor (got pool)")
+    return n
 
 
 @main.command()

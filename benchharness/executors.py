@@ -30,6 +30,8 @@ _COMMANDS = ("list of shell commands", lambda v: isinstance(v, list) and all(isi
 OPTIONS: dict[str, tuple[str, tuple]] = {
     "workers": ("pool: worker processes [one per visible GPU, or 1 on a CPU]; "
                 "submitit local/debug: jobs at a time [1]", _POSITIVE_INT),
+    "nproc": ("processes per job's training with torch.distributed (torchrun; `run --gpus-per-job`); "
+              "inline and submitit [1]", _POSITIVE_INT),
     "cluster": ("submitit: slurm, local or debug [slurm where sbatch exists, else local]",
                 ("slurm, local or debug", lambda v: v in ("slurm", "local", "debug"))),
     "partition": ("submitit/SLURM: partition (--partition)", _TEXT),

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import atomic
+from . import ddp_job
 from .data.check import ensure_devkit
 from .data.identity import DataIdentity, identify, synthetic_recipe
 from .data.voc import find_devkit
@@ -196,6 +197,8 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
 class Runner:
     """Runs a plan's jobs in this process, caching representations on disk."""
 
+    nproc = 1  # processes per job's training (ddp_job: torchrun); the CLI's --gpus-per-job
+
     def __init__(self, registry: Registry, results_dir: Path, cache_dir: Path | None = None,
                  device: str = "auto", log: Callable[[str], None] | None = None,
                  progress=progress_bar):
@@ -272,7 +275,7 @@ class Runner:
         ctx.state_dir = directory.parent / ".partial" / directory.name
         self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
         start = time.perf_counter()
-        rep = method.pretrain(ctx)
+        rep = ddp_job.pretrain(method, ctx, self.nproc)
         rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
                          "config_hash": job.representation_key, "config": mcfg,
                          "pretrain_seconds": time.perf_counter() - start,
@@ -405,7 +408,8 @@ class Runner:
                 raise cached
             rep, from_cache = cached
             task = self.registry.get("tasks", job.task)
-            out = task.transfer(rep, job.protocol, self.context(plan, job.seed, job.task_config))
+            out = ddp_job.transfer(task, rep, job.protocol, self.context(plan, job.seed, job.task_config),
+                                   self.nproc)
             t_eval = time.perf_counter()
             evaluators = self.registry.evaluators()
             main = self.registry.get("evaluators", out.metric).evaluate(out.predictions, out.ground_truth)
@@ -429,7 +433,7 @@ class Runner:
                                                 "year": out.info.get("year")},
                       "representation": {k: rep.meta.get(k) for k in
                                          ("pretrain_data", "pretrain_seconds", "device", "config_hash",
-                                          "load_report")}}
+                                          "load_report", "distributed")}}
             self.log(f"    {main.metric} = {100 * main.mean:.2f}  ({timing['transfer']:.0f}s)")
         except Exception as exc:  # a plugin's bug fails its job, not the whole grid
             result = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",

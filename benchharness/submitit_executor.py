@@ -56,12 +56,14 @@ class ClusterStep:
     node, not on the login node); ``threads`` sets torch's threads when given.
     """
 
-    def __init__(self, plan: Plan, results_dir: str, cache_dir: str, device: str, threads: int | None):
+    def __init__(self, plan: Plan, results_dir: str, cache_dir: str, device: str, threads: int | None,
+                 nproc: int = 1):
         self.plan = plan
         self.results_dir = results_dir
         self.cache_dir = cache_dir
         self.device = device
         self.threads = threads
+        self.nproc = nproc  # processes per job's training (torchrun inside the cluster job)
 
     def __call__(self, kind: str, job: Job):
         import torch
@@ -71,6 +73,7 @@ class ClusterStep:
         if self.threads:
             torch.set_num_threads(self.threads)
         runner = Runner(get_registry(), Path(self.results_dir), self.cache_dir, self.device, progress=None)
+        runner.nproc = self.nproc
         if kind == "pretrain":
             return runner.prepare_representation(self.plan, job)
         result = runner.run_locked(self.plan, job, {})
@@ -102,6 +105,8 @@ def make_executor(options: dict, results_dir: Path):
                                       local_max_num_timeout=retries)
     params = {"timeout_min": DEFAULT_TIMEOUT_MIN}
     params.update({PARAMETERS[key]: value for key, value in options.items() if key in PARAMETERS})
+    if int(options.get("nproc", 1)) > 1 and "gpus" not in options and executor.cluster == "slurm":
+        params["gpus_per_node"] = int(options["nproc"])  # one GPU per torchrun process
     if "mem_gb" in params:  # submitit checks the type; TOML gives 16 for 16.0
         params["mem_gb"] = float(params["mem_gb"])
     executor.update_parameters(**params)
@@ -124,7 +129,9 @@ def run_submitit(plan: Plan, runner: Runner, options: dict, log: Callable[[str],
     cluster = executor.cluster
     workers = 1 if cluster == "debug" else int(options.get("workers", 1))
     threads = options.get("cpus") or (None if cluster == "slurm" else max(1, torch.get_num_threads() // workers))
-    step = ClusterStep(plan, str(runner.store.root), str(runner.cache_dir), runner.requested_device, threads)
+    nproc = int(options.get("nproc", 1))
+    step = ClusterStep(plan, str(runner.store.root), str(runner.cache_dir), runner.requested_device, threads,
+                       nproc)
     notify = on_submit or (lambda job, kind, handle: None)
     log(f"submitit: cluster {cluster}, logs in {Path(str(executor.folder)).parent}"
         + (f", {workers} job(s) at a time" if cluster != "slurm" else ""))

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import atomic
+from . import atomic, distributed
 
 
 class LossGuard:
@@ -75,8 +75,9 @@ class EpochCheckpoint:
             return None
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` (tensors, numbers, lists, dicts, state dicts) atomically."""
-        if self.file is None:
+        """Write ``state`` (tensors, numbers, lists, dicts, state dicts) atomically; under
+        several processes only rank 0 writes (every rank resumes from the same file)."""
+        if self.file is None or not distributed.is_main():
             return
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -141,7 +142,7 @@ class OneCycleEpochs:
             self.model.train()
             self._total = 0.0
             yield epoch
-            mean = float(self._total) / self.steps_per_epoch
+            mean = distributed.average(float(self._total) / self.steps_per_epoch)
             self._guard.check(mean, epoch)
             self._checkpoint.save_training(self.model, self.optimizer, self.scheduler, self.generator,
                                            epoch=epoch)

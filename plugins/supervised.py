@@ -4,6 +4,13 @@ Trains the whole trunk plus a linear classifier with softmax cross-entropy on a 
 ``<class>/<image>`` tree: the synthetic world's source set by default, or ImageNet's train folder
 (``source_dir`` in the suite's method section). Its pretext measurement is top-1 accuracy on the
 held-out ``val`` folder beside the train folder (chance: the largest class's share).
+
+Data-parallel on several processes (``run --gpus-per-job N``): every rank draws the whole
+minibatch and its crops from the same generator, trains on its contiguous share and
+backpropagates its part of the whole minibatch's mean loss, so ``batch_size`` and ``lr`` keep
+their meaning and the weights match one process's to float tolerance. That holds for trunks
+without dropout (``alexnet-small``); with dropout (``alexnet``, ``caffenet``) each rank draws
+its own masks, so the runs are equivalent in distribution only. No trunk has BatchNorm.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchharness import hookimpl
+from benchharness import distributed, hookimpl
 from benchharness.accel import prepare_model
 from benchharness.data.datasets import locate_source
 from benchharness.data.folders import load_image_folder
@@ -34,6 +41,7 @@ def _settings(ctx: RunContext) -> dict:
     return {**DEFAULTS, **ctx.config}
 
 
+@distributed.supports()
 def pretrain(ctx: RunContext) -> Representation:
     """Softmax classification of the source set's classes; returns the trained trunk."""
     cfg = _settings(ctx)
@@ -49,18 +57,29 @@ def pretrain(ctx: RunContext) -> Representation:
     loop = OneCycleEpochs(ctx, model, cfg, max(1, len(images) // cfg["batch_size"]), "supervised",
                           pct_start=0.15)
     gen = loop.generator
+    net = distributed.wrap(model)
     start = time.perf_counter()
     for _ in loop:
         order = torch.randperm(len(images), generator=gen)
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
             x = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"]))
+            if distributed.active():  # this rank's share of the whole minibatch's mean loss
+                logits = net(convention.normalise(distributed.shard(x).to(ctx.device)))
+                part = nn.functional.cross_entropy(
+                    logits, distributed.shard(targets[idx]).to(ctx.device), reduction="sum")
+                loop.step(distributed.global_mean(part, len(idx)))
+                continue
             logits = model(convention.normalise(x.to(ctx.device)))
             loop.step(nn.functional.cross_entropy(logits, targets[idx].to(ctx.device)))
-    pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, ctx)
-    return Representation(network.cpu(), ctx.backbone, convention, meta={
-        "pretrain_data": str(train_dir), "pretrain_images": len(images),
-        "train_seconds": time.perf_counter() - start, "pretext": pretext})
+    pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, ctx) \
+        if distributed.is_main() else None
+    meta = {"pretrain_data": str(train_dir), "pretrain_images": len(images),
+            "train_seconds": time.perf_counter() - start, "pretext": pretext}
+    ddp = distributed.describe(cfg["batch_size"], cfg["lr"])
+    if ddp:
+        meta["distributed"] = ddp
+    return Representation(network.cpu(), ctx.backbone, convention, meta=meta)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from ..representation import InputConvention
@@ -34,3 +35,12 @@ def normalised_batch(images: Sequence[torch.Tensor], convention: InputConvention
             batch = torch.zeros(len(shapes), x.shape[0], height, width, device=device)
         batch[k, :, :h, :w] = x
     return batch
+
+
+def pad_to(batch: torch.Tensor, height: int, width: int, value: float = 0.0) -> torch.Tensor:
+    """``batch`` (``[..., h, w]``) padded at the bottom and right to ``height`` x ``width``.
+
+    A data-parallel rank pads its share of a minibatch as the whole minibatch would be: the
+    networks' outputs near an image's bottom and right borders depend on how far the padding
+    reaches (pooled cells that exist only over padding, RoI pooling, FCN's upsampling)."""
+    return F.pad(batch, (0, width - batch.shape[-1], 0, height - batch.shape[-2]), value=value)

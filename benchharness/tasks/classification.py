@@ -16,6 +16,12 @@ the frozen stages on the fly (``crop_bank = false``, as philkr/voc-classificatio
 ``frozen_dropout`` the frozen fc6/fc7 keep their dropout active in training under ``fc8``, as
 Caffe runs drop6/drop7 in its TRAIN phase whatever their lr_mult. Testing: scores averaged over
 a fixed bank of random crops (10 by default). Scored by the VOC AP evaluators.
+
+``all`` trains data-parallel on several processes (``run --gpus-per-job N``): every rank draws
+the whole minibatch's crops, trains on its share and backpropagates its part of the whole
+minibatch's loss (:mod:`benchharness.distributed`), so the weights match one process's to
+float tolerance for trunks without dropout (with dropout, each rank draws its own masks).
+Rank 0 alone predicts; ``info["distributed"]`` states the world size, the global batch and lr.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..accel import (autocast, images_home, peak_memory_mb, prepare_model, reset_peak_memory,
                      to_device)
 from ..backbones import STAGES
@@ -256,6 +263,7 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     targets, weights = to_device(targets, device), to_device(weights, device)
     net = prepare_model(model, device, cfg.compile)
+    ddp_net = distributed.wrap(net) if distributed.active() and not model.frozen_through else None
     model.train()
 
     def fresh_crops(idx):
@@ -281,14 +289,21 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
                             with torch.no_grad():
                                 h = model.frozen_part(bank.crops(images, idx, which, cfg.input_size))
                     logits = model.head(h, features_after if features is not None else None)
+                elif ddp_net is not None:  # the whole minibatch's crops; this rank's share
+                    logits = ddp_net(distributed.shard(fresh_crops(idx)))
                 else:
                     logits = net(fresh_crops(idx))
             # as Caffe's SigmoidCrossEntropyLoss: summed over classes, averaged over images
-            idx_d = idx.to(device)
-            loss = (loss_fn(logits.float(), targets[idx_d]) * weights[idx_d]).sum() / len(idx)
+            if ddp_net is not None:
+                idx_d = distributed.shard(idx).to(device)
+                part = (loss_fn(logits.float(), targets[idx_d]) * weights[idx_d]).sum()
+                loss = distributed.global_mean(part, len(idx))
+            else:
+                idx_d = idx.to(device)
+                loss = (loss_fn(logits.float(), targets[idx_d]) * weights[idx_d]).sum() / len(idx)
             running += sgd_step(opt, sched, loss, cfg.clip_gradients)
         done += steps
-        epoch_loss = float(running) / steps
+        epoch_loss = distributed.average(float(running) / steps)
         guard.check(epoch_loss, epoch)
     return epoch_loss, done
 
@@ -311,6 +326,7 @@ def predict(model: Classifier, images, bank: CropBank, cfg: ClsConfig, ctx: RunC
     return (scores / bank.k).numpy()
 
 
+@distributed.supports(protocols=("all",))
 def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
     """Train on the train split under ``protocol`` and predict the test split."""
     if protocol not in PROTOCOLS:
@@ -326,10 +342,11 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     torch.manual_seed(ctx.seed)
     devkit = VOCDevkit(locate_devkit(ctx.data_root))
     t0 = time.perf_counter()
-    _, train_labels, train_images = load_split(devkit, cfg.year, cfg.train_split, cfg.store_size,
-                                               ctx, cfg.image_cache)
-    test_ids, test_labels, test_images = load_split(devkit, cfg.year, cfg.test_split, cfg.store_size,
-                                                    ctx, cfg.image_cache)
+    with distributed.main_first():  # the other ranks read the images rank 0 cached
+        _, train_labels, train_images = load_split(devkit, cfg.year, cfg.train_split, cfg.store_size,
+                                                   ctx, cfg.image_cache)
+        test_ids, test_labels, test_images = load_split(devkit, cfg.year, cfg.test_split,
+                                                        cfg.store_size, ctx, cfg.image_cache)
     train_images = images_home(train_images, ctx.device)
     test_images = images_home(test_images, ctx.device)
     reset_peak_memory(ctx.device)
@@ -363,6 +380,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     final_loss, iterations = train(model, representation, train_images, train_labels, cfg, ctx,
                                    train_bank, train_feats, train_after)
     t_train = time.perf_counter() - t0 - t_data - t_feats
+    if not distributed.is_main():
+        return None  # under several processes rank 0 alone predicts and reports
     scores = predict(model, test_images, test_bank, cfg, ctx, test_feats)
     t_total = time.perf_counter() - t0
     return TransferOutput(
@@ -378,8 +397,15 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "frozen_dropout": cfg.frozen_dropout and "fc6" in model.frozen,
               "feature_cache": cfg.feature_cache and bool(model.frozen_through),
               "features_from_cache": feats_cached, "amp": cfg.amp, "rescale": rescale_stats,
-              "peak_memory_mb": peak_memory_mb(ctx.device)},
+              "peak_memory_mb": peak_memory_mb(ctx.device),
+              **_distributed_info(cfg)},
     )
+
+
+def _distributed_info(cfg: ClsConfig) -> dict:
+    """``{"distributed": ...}`` when training ran on several processes, else nothing."""
+    found = distributed.describe(cfg.batch_size, cfg.lr)
+    return {"distributed": found} if found else {}
 
 
 @hookimpl

@@ -20,6 +20,16 @@ Boxes regressed per class, per-class NMS at IoU 0.3, at most 100 detections per 
 Proposals come from selective search (cached on disk, see :mod:`.proposals`) or from user
 files (``proposals``, ``proposals_trainval``, ``proposals_test``). Scored with ``voc07-11pt``
 (``coco-ap50`` in ``per_metric``).
+
+``all`` trains data-parallel on several processes (``run --gpus-per-job N``): every rank draws
+and samples the whole minibatch (the RoI sampler draws from torch's global generator, so all
+ranks keep it in step), runs the network on its share of the images and backpropagates its
+part of the whole minibatch's loss, divided by the whole minibatch's RoI count
+(:mod:`benchharness.distributed`); ``images_per_batch`` must be at least the number of
+processes. Each share is padded to the whole minibatch's size, as border RoIs depend on the
+padding, so the weights match one process's to float tolerance for trunks without dropout
+(with dropout each rank draws its own masks). Rank 0 alone
+detects; ``info["distributed"]`` states the world size, the global batch (in images) and lr.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import distributed
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
 from ..data.classes import VOC_CLASSES
 from ..data.voc import VOCDevkit, locate_devkit
@@ -42,8 +53,9 @@ from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, solver_steps, step_schedule, under_data_root
-from .batching import normalised_batch
-from .fast_rcnn import FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss, regression_stats
+from .batching import normalised_batch, pad_to
+from .fast_rcnn import (FastRCNN, RoiSampler, box_coder, detect, fast_rcnn_loss, fast_rcnn_loss_sum,
+                        regression_stats)
 from .proposals import split_proposals, to_continuous, to_voc
 
 PROTOCOLS = ("all", "fc6-8")
@@ -213,6 +225,7 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
         model.target_mean.copy_(mean)
         model.target_std.copy_(std)
     net = prepare_model(model, device)
+    ddp_net = distributed.wrap(net) if distributed.active() else None
     model.train()
     pass_loss, guard = float("nan"), LossGuard("voc07-det training")
     running = 0.0
@@ -224,37 +237,53 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
             picks = torch.randint(len(scales), (len(data.images),), generator=gen)
             running = 0.0
         idx = order[step * cfg.images_per_batch:(step + 1) * cfg.images_per_batch].tolist()
+        # every rank samples the whole minibatch's RoIs and keeps those of its own images
+        mine = range(len(idx))[distributed.share(len(idx))]
         images, sizes, rois, labels, targets = [], [], [], [], []
+        n_rois, whole = 0, [0, 0]  # RoIs and padded (height, width) of the whole minibatch
         for k, i in enumerate(idx):
             factor = image_scale(*data.sizes[i], scales[int(picks[i])], cfg.max_size)
             size = resized_size(data.sizes[i], factor)
+            whole = [max(whole[0], size[0]), max(whole[1], size[1])]
             image, props, gt = data.images[i], data.proposals[i] * factor, data.gt_boxes[i] * factor
             if cfg.gt_as_proposals:
                 props = torch.cat([props, gt])
             if cfg.flip and flips[i]:
                 w = size[1]
-                image = image.flip(-1)
                 props = torch.stack([w - props[:, 2], props[:, 1], w - props[:, 0], props[:, 3]], 1)
                 gt = torch.stack([w - gt[:, 2], gt[:, 1], w - gt[:, 0], gt[:, 3]], 1)
+                if k in mine:
+                    image = image.flip(-1)
             sample = sampler(props, gt, data.gt_labels[i])
+            n_rois += len(sample.labels)
+            if k not in mine:
+                continue
             images.append(image)
             sizes.append(size)
-            rois.append(torch.cat([torch.full((len(sample.boxes), 1), float(k)), sample.boxes], 1))
+            rois.append(torch.cat([torch.full((len(sample.boxes), 1), float(k - mine.start)),
+                                   sample.boxes], 1))
             labels.append(sample.labels)
             targets.append(sample.targets)
         rois, labels, targets = (torch.cat(t).to(device) for t in (rois, labels, targets))
         if cfg.bbox_normalization == "data":  # the model's stats are the identity otherwise
             targets = (targets - model.target_mean[labels]) / model.target_std[labels]
-        if len(labels) > 0:
+        if n_rois > 0:
             with autocast(device, cfg.amp):
                 batch = normalised_batch(images, model.input, device, sizes)
-                cls_logits, deltas = net(batch, rois)
-            cls_loss, box_loss = fast_rcnn_loss(cls_logits, deltas, labels, targets)
-            running += sgd_step(opt, sched, cls_loss + box_loss)
+                if ddp_net is not None:
+                    batch = pad_to(batch, *whole)
+                cls_logits, deltas = (net if ddp_net is None else ddp_net)(batch, rois)
+            if ddp_net is not None:
+                loss = distributed.global_mean(fast_rcnn_loss_sum(cls_logits, deltas, labels, targets),
+                                               n_rois)
+            else:
+                cls_loss, box_loss = fast_rcnn_loss(cls_logits, deltas, labels, targets)
+                loss = cls_loss + box_loss
+            running += sgd_step(opt, sched, loss)
         else:
             sched.step()  # an iteration all the same, as Caffe's schedule counts it
         if step == per_pass - 1 or it == total - 1:
-            pass_loss = float(running) / (step + 1)
+            pass_loss = distributed.average(float(running) / (step + 1))
             guard.check(pass_loss, it // per_pass)
     return pass_loss
 
@@ -298,6 +327,7 @@ def predict(model: FastRCNN, data: DetSplit, cfg: DetConfig, ctx: RunContext) ->
             for c, name in enumerate(VOC_CLASSES, start=1)}
 
 
+@distributed.supports(protocols=("all",))
 def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
     """Train Fast R-CNN on the train split under ``protocol`` and detect on the test split."""
     if protocol not in PROTOCOLS:
@@ -308,8 +338,9 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     t0 = time.perf_counter()
     train_gt = det_ground_truth(devkit, cfg.year, cfg.train_split)
     test_gt = det_ground_truth(devkit, cfg.year, cfg.test_split)
-    train_data, c1 = load_split(devkit, cfg.train_split, train_gt, cfg, ctx)
-    test_data, c2 = load_split(devkit, cfg.test_split, test_gt, cfg, ctx)
+    with distributed.main_first():  # the other ranks read the proposals rank 0 cached
+        train_data, c1 = load_split(devkit, cfg.train_split, train_gt, cfg, ctx)
+        test_data, c2 = load_split(devkit, cfg.test_split, test_gt, cfg, ctx)
     reset_peak_memory(ctx.device)
     t_data = time.perf_counter() - t0
 
@@ -320,6 +351,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     model = FastRCNN(representation, len(VOC_CLASSES), frozen_conv=protocol == "fc6-8")
     final_loss = train(model, representation, train_data, cfg, ctx)
     t_train = time.perf_counter() - t0 - t_data
+    if not distributed.is_main():
+        return None  # under several processes rank 0 alone detects and reports
     detections = predict(model, test_data, cfg, ctx)
     t_total = time.perf_counter() - t0
     n_props = [len(p) for p in test_data.proposals]
@@ -339,8 +372,15 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "proposals_per_image": float(np.mean(n_props)) if n_props else 0.0,
               "detections": sum(len(v) for v in detections.values()), "amp": cfg.amp,
               "rescale": rescale_stats,
-              "peak_memory_mb": peak_memory_mb(ctx.device)},
+              "peak_memory_mb": peak_memory_mb(ctx.device),
+              **_distributed_info(cfg)},
     )
+
+
+def _distributed_info(cfg: DetConfig) -> dict:
+    """``{"distributed": ...}`` when training ran on several processes, else nothing."""
+    found = distributed.describe(cfg.images_per_batch, cfg.lr)
+    return {"distributed": found} if found else {}
 
 
 @hookimpl

@@ -216,6 +216,17 @@ def fast_rcnn_loss(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: t
     return cls_loss, box_loss
 
 
+def fast_rcnn_loss_sum(cls_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,
+                       targets: torch.Tensor) -> torch.Tensor:
+    """:func:`fast_rcnn_loss`'s two terms summed over the RoIs, before their division by the
+    number of RoIs (a data-parallel rank divides by the whole minibatch's count); 0 without
+    RoIs."""
+    cls_sum = F.cross_entropy(cls_logits.float(), labels, reduction="sum")
+    fg = torch.where(labels > 0)[0]
+    deltas = box_deltas.float().view(len(labels), -1, 4)[fg, labels[fg]]
+    return cls_sum + F.smooth_l1_loss(deltas, targets[fg], beta=1.0, reduction="sum")
+
+
 def detect(cls_logits: torch.Tensor, box_deltas: torch.Tensor, proposals: torch.Tensor,
            image_size: tuple[int, int], coder: BoxCoder, score_thresh: float = 0.01,
            nms_iou: float = 0.3, max_per_image: int = 100, min_size: float = 1.0,

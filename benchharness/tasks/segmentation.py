@@ -13,6 +13,16 @@ step accumulating ``iter_size`` minibatches (Caffe's gradient accumulation), for
 or ``iterations`` steps, the rate fixed (``lr_steps = 0``), stepped or divided every
 ``stepsize`` steps. Testing: class scores upsampled to the original image size, arg-max per
 pixel. Scored with ``miou`` (one confusion matrix over the whole split).
+
+``all`` trains data-parallel on several processes (``run --gpus-per-job N``): every rank draws
+the whole minibatch (order, flips), runs the network on its contiguous share and
+backpropagates its part of the whole minibatch's loss, normalised by the whole minibatch's
+labelled pixels or images (:mod:`benchharness.distributed`); ``batch_size`` must be at least
+the number of processes. Each share is padded to the whole minibatch's size (FCN's scores
+near an image's bottom and right borders depend on how far the padding reaches), so the
+weights match one process's to float tolerance for trunks without dropout (with dropout each
+rank draws its own masks). Rank 0 alone segments; ``info["distributed"]`` states the world
+size, the global batch (``batch_size x iter_size`` images) and lr.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from .. import distributed
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
 from ..data.classes import IGNORE_LABEL
 from ..data.sbd import SEG11VALID, read_sbd, seg11valid
@@ -39,7 +50,7 @@ from ..representation import Representation
 from ..rescale import INIT_IMAGES, rescaled
 from ..training import LossGuard, sgd_step
 from .settings import from_suite_section, solver_steps, step_schedule, under_data_root
-from .batching import normalised_batch
+from .batching import normalised_batch, pad_to
 from .fcn import FCN32s
 
 PROTOCOLS = ("all", "fc6-8")
@@ -154,6 +165,18 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, normalization:
     raise ValueError(f"loss normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
 
 
+def loss_divisor(masks, normalization: str = "valid") -> int:
+    """What :func:`segmentation_loss` divides a minibatch's summed loss by, from its uint8
+    masks (unpadded): labelled pixels (at least 1), images, or 1."""
+    if normalization == "valid":
+        return max(1, sum(int((m != IGNORE_LABEL).sum()) for m in masks))
+    if normalization == "batch_size":
+        return len(masks)
+    if normalization == "none":
+        return 1
+    raise ValueError(f"loss normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
+
+
 def label_batch(masks, device) -> torch.Tensor:
     """int64 labels [B, H, W] of uint8 masks, padded at the bottom and right with the ignore
     value (to match :func:`.batching.normalised_batch` of their images)."""
@@ -181,6 +204,7 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
     sched = step_schedule(opt, total, cfg.lr_steps, cfg.step_at, cfg.stepsize)
     gen = torch.Generator().manual_seed(ctx.seed)
     net = prepare_model(model, device)
+    ddp_net = distributed.wrap(net) if distributed.active() else None
     model.train()
     pass_loss, guard = float("nan"), LossGuard("voc12-seg training")
     running = 0.0
@@ -196,19 +220,29 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
         for micro in range(cfg.iter_size):
             start = (step * cfg.iter_size + micro) * cfg.batch_size
             idx = [order[k % len(images)] for k in range(start, start + cfg.batch_size)]
+            if ddp_net is not None:  # this rank's share, padded and normalised as the whole
+                divisor = loss_divisor([masks[i] for i in idx], cfg.loss_normalization)
+                whole = (max(masks[i].shape[-2] for i in idx), max(masks[i].shape[-1] for i in idx))
+                idx = distributed.shard(idx)
             flip = [cfg.flip and bool(flips[i]) for i in idx]
             x = normalised_batch([images[i].flip(-1) if f else images[i] for i, f in zip(idx, flip)],
                                  model.input, device)
             y = label_batch([masks[i].flip(-1) if f else masks[i] for i, f in zip(idx, flip)], device)
+            if ddp_net is not None:
+                x, y = pad_to(x, *whole), pad_to(y, *whole, value=IGNORE_LABEL)
             with autocast(device, cfg.amp):
-                logits = net(x)
-            loss = segmentation_loss(logits, y, cfg.loss_normalization) / cfg.iter_size
+                logits = (net if ddp_net is None else ddp_net)(x)
+            if ddp_net is not None:
+                part = segmentation_loss(logits, y, "none")
+                loss = distributed.global_mean(part, divisor) / cfg.iter_size
+            else:
+                loss = segmentation_loss(logits, y, cfg.loss_normalization) / cfg.iter_size
             loss.backward()
             running += loss.detach()
         opt.step()
         sched.step()
         if step == per_pass - 1 or it == total - 1:
-            pass_loss = float(running) / (step + 1)
+            pass_loss = distributed.average(float(running) / (step + 1))
             guard.check(pass_loss, it // per_pass)
     return pass_loss
 
@@ -235,6 +269,7 @@ def predict(model: FCN32s, devkit: VOCDevkit, image_ids, cfg: SegConfig, ctx: Ru
     return masks
 
 
+@distributed.supports(protocols=("all",))
 def transfer(representation: Representation, protocol: str, ctx: RunContext) -> TransferOutput:
     """Train FCN-32s on the train split under ``protocol`` and segment the test split."""
     if protocol not in PROTOCOLS:
@@ -255,6 +290,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
                    train_upsampling=cfg.train_upsampling)
     final_loss = train(model, images, masks, cfg, ctx)
     t_train = time.perf_counter() - t0 - t_data
+    if not distributed.is_main():
+        return None  # under several processes rank 0 alone segments and reports
     predicted = predict(model, devkit, list(test_gt.image_ids), cfg, ctx)
     t_total = time.perf_counter() - t0
     return TransferOutput(
@@ -270,8 +307,15 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
               "iter_size": cfg.iter_size, "batch_size": cfg.batch_size,
               "loss_normalization": cfg.loss_normalization, "scale": cfg.scale, "amp": cfg.amp,
               "rescale": rescale_stats,
-              "peak_memory_mb": peak_memory_mb(ctx.device)},
+              "peak_memory_mb": peak_memory_mb(ctx.device),
+              **_distributed_info(cfg)},
     )
+
+
+def _distributed_info(cfg: SegConfig) -> dict:
+    """``{"distributed": ...}`` when training ran on several processes, else nothing."""
+    found = distributed.describe(cfg.batch_size * cfg.iter_size, cfg.lr, split=cfg.batch_size)
+    return {"distributed": found} if found else {}
 
 
 @hookimpl

@@ -20,6 +20,10 @@ one-off feature computation in the cached time.
 ``det_eval_speedup``: the detection AP evaluator vs a plain per-detection loop on 5,000 images
 x 20 classes x 50 detections per image and class (``det_eval_speed.py``), identical APs.
 
+``pretrain_peak_rss_ratio_4x``: peak resident memory of supervised pretraining (streamed from
+disk, ``data = "stream"``) on a source set 4x the small world's over that on the small world's
+own, with the in-memory mode's ratio beside it (``peak_rss.py``; goal: at most 1.3).
+
 A GPU figure (``train_step_efficiency``) is measured only where CUDA is available.
 
 Usage: python benchmarks/run_benchmarks.py [--out benchmarks/out] [--keep DIR]
@@ -46,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import cpu_step_efficiency  # noqa: E402  (sibling scripts of this one)
 import det_eval_speed  # noqa: E402
+import peak_rss  # noqa: E402
 import train_step_efficiency  # noqa: E402
 from smoke_profile import profile  # noqa: E402
 
@@ -101,6 +106,7 @@ def main() -> None:
         cache = frozen_cache_speedup(world, results / "cache")
         det_eval = det_eval_speed.measure()
         steps = cpu_step_efficiency.measure_available(world)
+        memory = peak_rss.measure(world)
         gpu = train_step_efficiency.measure(torch.device("cuda")) if torch.cuda.is_available() else {}
     finally:
         if args.keep is None:
@@ -119,6 +125,7 @@ def main() -> None:
         **steps,
         **cache,
         **det_eval,
+        **memory,
         **gpu,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "smoke_map": summary.to_dict(orient="records"),

@@ -13,7 +13,8 @@ from benchharness.data import folders, streaming
 from benchharness.data.folders import list_image_folder, load_image_folder
 from benchharness.data.image_cache import decode_resized
 from benchharness.data.labelled import LabelledImages
-from benchharness.data.streaming import (DecodedImages, EpochBatches, StreamLoader,
+from benchharness.data.pretext_pool import default_image_dirs, load_images, open_image_pool, subset
+from benchharness.data.streaming import (DecodedImages, EpochBatches, StreamedImages, StreamLoader,
                                          choose_data_mode)
 from benchharness.interfaces import DataError, RunContext
 from benchharness.plugins import Registry
@@ -140,3 +141,46 @@ def test_a_broken_image_in_stream_mode_names_the_file(linked_tree, workers):
         for _ in tree.in_order(16):
             pass
     assert err.value.path == broken
+
+
+def test_a_streamed_pool_indexes_like_the_decoded_array(tiny_world, tmp_path):
+    dirs = default_image_dirs(tiny_world)
+    decoded = load_images(dirs, 32)
+    logs = []
+    streamed = open_image_pool(dirs, 32, "stream", 2, log=logs.append, what="pool")
+    assert isinstance(streamed, StreamedImages) and "pool: data = stream" in logs[0]
+    assert streamed.shape == decoded.shape
+    idx = torch.tensor([5, 0, len(decoded) - 1, 5])
+    assert torch.equal(streamed[idx], decoded[idx])
+    assert torch.equal(streamed[3:9], decoded[3:9])
+    view = subset(streamed, idx)
+    assert len(view) == 4 and torch.equal(view[1:3], decoded[idx][1:3])
+    assert torch.equal(subset(decoded, idx), decoded[idx])
+    assert open_image_pool(dirs, 32, "auto").shape == decoded.shape  # a tiny pool: in memory
+
+
+PRETEXT = {
+    "context": {"steps": 2, "batch_size": 8, "eval_grids": 1},
+    "colorization": {"steps": 2, "batch_size": 8},
+    "bigan": {"steps": 2, "batch_size": 4, "generator_size": 16, "gen_channels": 8,
+              "disc_channels": 8, "disc_hidden": 32, "z_dim": 8},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRETEXT))
+def test_pretext_pretraining_streamed_trains_the_in_memory_weights(name, tiny_world, tmp_path):
+    method = Registry().methods()[name]
+
+    def run(data):
+        logs = []
+        ctx = RunContext(torch.device("cpu"), 0, tiny_world, tmp_path / data, "alexnet-small",
+                         config={**PRETEXT[name], "data": data}, log=logs.append)
+        rep = method.pretrain(ctx)
+        assert any(f"{name} pool: data = {data}" in m for m in logs)
+        return rep
+
+    memory, stream = run("memory"), run("stream")
+    for key, value in memory.network.state_dict().items():
+        torch.testing.assert_close(stream.network.state_dict()[key], value, rtol=1e-5, atol=1e-6,
+                                   msg=key)
+    assert stream.meta["pretext"] == memory.meta["pretext"]

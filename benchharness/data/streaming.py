@@ -176,3 +176,59 @@ class StreamLoader:
             if isinstance(batch, _Unreadable):
                 raise DataError(batch.path, batch.problem)
             yield batch
+
+
+class StreamedImages:
+    """Image files indexed like a uint8 ``[N, 3, size, size]`` tensor, decoded when indexed.
+
+    For loops that draw each minibatch's indices as they go (the pretext pools), where a
+    DataLoader cannot know the order ahead: ``images[idx]`` (an index tensor, a list or a slice)
+    decodes those images with ``threads`` threads (torchvision's decoder and torch's resize run
+    without the GIL) and returns them stacked, equal to the same rows of the decoded array.
+    :meth:`subset` is a lazy view, for the held-out part and passes over the whole pool.
+    """
+
+    def __init__(self, paths: Sequence[Path | str], size: int, threads: int = 2):
+        self._dataset = paths if isinstance(paths, DecodedImages) else DecodedImages(paths, size)
+        self.threads = max(1, int(threads))
+        self._pool = None
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(N, 3, size, size)``, as the decoded array's."""
+        return (len(self), 3, self._dataset.size, self._dataset.size)
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def _indices(self, idx) -> list[int]:
+        if isinstance(idx, slice):
+            return list(range(len(self))[idx])
+        return torch.as_tensor(idx, dtype=torch.int64).reshape(-1).tolist()
+
+    def subset(self, idx) -> "StreamedImages":
+        """The images at ``idx``, still undecoded."""
+        indices = self._indices(idx)
+        paths = [self._dataset.path(i) for i in indices]
+        return StreamedImages(paths, self._dataset.size, self.threads)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        indices = self._indices(idx)
+        if self.threads > 1 and len(indices) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
+            items = list(self._pool.map(self._dataset.__getitem__, indices))
+        else:
+            items = [self._dataset[i] for i in indices]
+        for item in items:
+            if isinstance(item, _Unreadable):
+                raise DataError(item.path, item.problem)
+        size = self._dataset.size
+        if not items:
+            return torch.empty((0, 3, size, size), dtype=torch.uint8)
+        return torch.stack([image for image, _ in items])
+
+    def __del__(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

@@ -13,6 +13,7 @@ A method chooses with its ``data`` setting (:data:`DATA_MODES`): ``memory``, ``s
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data import default_collate
 
 from ..interfaces import DataError
+from . import folders
 from .transforms import resize_square
 from .voc import load_image
 
@@ -43,28 +45,28 @@ def decoded_bytes(n_images: int, size: int) -> int:
 
 
 def choose_data_mode(setting: str, n_images: int, size: int, what: str, log=None,
-                     max_images: int | None = None) -> str:
+                     max_images: float | None = None, unit: str = "images") -> str:
     """``memory`` or ``stream`` for a set of ``n_images`` stored at ``size`` pixels.
 
     ``setting`` ``memory`` and ``stream`` are obeyed; ``auto`` streams when the decoded set would
     exceed :data:`MEMORY_BUDGET_BYTES` or ``max_images`` (the in-memory loader's limit,
-    :data:`~benchharness.data.folders.MAX_IN_MEMORY_IMAGES` by default). The choice and its
-    reason are passed to ``log`` (prefixed with ``what``).
+    :data:`~benchharness.data.folders.MAX_IN_MEMORY_IMAGES` by default; ``math.inf``: no limit
+    on the count). The choice and its reason are passed to ``log`` (prefixed with ``what``;
+    ``unit`` names what is counted).
     """
-    from . import folders
-
     if setting not in DATA_MODES:
         raise ValueError(f"{what}: data = {setting!r}; choose from {DATA_MODES}")
     limit = folders.MAX_IN_MEMORY_IMAGES if max_images is None else max_images
     size_bytes = decoded_bytes(n_images, size)
+    bounds = f"{MEMORY_BUDGET_BYTES / 2 ** 30:.3g} GiB" + (f" / {limit} {unit}" if limit != math.inf else "")
     if setting != "auto":
         mode, why = setting, "as set"
     elif size_bytes > MEMORY_BUDGET_BYTES or n_images > limit:
-        mode, why = "stream", f"auto: above {MEMORY_BUDGET_BYTES / 2 ** 30:.3g} GiB or {limit} images"
+        mode, why = "stream", f"auto: above {bounds}"
     else:
-        mode, why = "memory", f"auto: within {MEMORY_BUDGET_BYTES / 2 ** 30:.3g} GiB and {limit} images"
+        mode, why = "memory", f"auto: within {bounds}"
     if log is not None:
-        log(f"{what}: data = {mode} ({n_images} images, {size_bytes / 2 ** 20:.0f} MiB decoded; {why})")
+        log(f"{what}: data = {mode} ({n_images} {unit}, {size_bytes / 2 ** 20:.0f} MiB decoded; {why})")
     return mode
 
 

@@ -227,3 +227,16 @@ def test_clip_pretraining_streamed_trains_the_in_memory_weights(name, tiny_world
         torch.testing.assert_close(stream.network.state_dict()[key], value, rtol=1e-5, atol=1e-6,
                                    msg=key)
     assert stream.meta["pretext"] == memory.meta["pretext"]
+
+
+def test_a_format_torchvision_does_not_read_is_decoded_by_pil_on_both_paths(tmp_path):
+    from PIL import Image
+    pixels = (np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)
+    paths = []
+    for fmt in ("bmp", "tiff"):
+        paths.append(tmp_path / f"image.{fmt}")
+        Image.fromarray(pixels).save(paths[-1])
+    cached = decode_resized(paths, 16)
+    streamed = torch.cat([images for images, _ in StreamLoader(DecodedImages(paths, 16),
+                                                               streaming.InOrderBatches(2, 2), 0)])
+    assert torch.equal(streamed, cached) and torch.equal(cached[0], cached[1])

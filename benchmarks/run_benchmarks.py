@@ -22,6 +22,9 @@ x 20 classes x 50 detections per image and class (``det_eval_speed.py``), identi
 
 ``pool2_vs_inline_throughput`` and ``submitit_local_overhead_s``: one grid under ``inline``,
 ``pool`` with 2 workers and submitit's local executor (``executor_throughput.py``).
+``pretrain_peak_rss_ratio_4x``: peak resident memory of supervised pretraining (streamed from
+disk, ``data = "stream"``) on a source set 4x the small world's over that on the small world's
+own, with the in-memory mode's ratio beside it (``peak_rss.py``; goal: at most 1.3).
 
 A GPU figure (``train_step_efficiency``) is measured only where CUDA is available.
 
@@ -50,6 +53,7 @@ sys.path.insert(0, str(HERE))
 import cpu_step_efficiency  # noqa: E402  (sibling scripts of this one)
 import det_eval_speed  # noqa: E402
 import executor_throughput  # noqa: E402
+import peak_rss  # noqa: E402
 import train_step_efficiency  # noqa: E402
 from smoke_profile import profile  # noqa: E402
 
@@ -106,6 +110,7 @@ def main() -> None:
         det_eval = det_eval_speed.measure()
         steps = cpu_step_efficiency.measure_available(world)
         executors = executor_throughput.measure(world)
+        memory = peak_rss.measure(world)
         gpu = train_step_efficiency.measure(torch.device("cuda")) if torch.cuda.is_available() else {}
     finally:
         if args.keep is None:
@@ -125,6 +130,7 @@ def main() -> None:
         **cache,
         **det_eval,
         **executors,
+        **memory,
         **gpu,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "smoke_map": summary.to_dict(orient="records"),

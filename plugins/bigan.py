@@ -49,8 +49,8 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
-from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
-                                             split_held_out)
+from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
+                                             restore_stage_scales, split_held_out)
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
@@ -58,6 +58,7 @@ from benchharness.rescale import stage_layer
 from benchharness.training import LossGuard
 
 DEFAULTS = {
+    "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size
     "steps": 900, "batch_size": 16, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "z_dim": 50,
     "encoder_size": None,    # None: the backbone's input side
@@ -262,7 +263,8 @@ def pretrain(ctx: RunContext) -> Representation:
     network = ctx.build_backbone()
     cfg = _settings(ctx, network.spec.input_size)
     dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
-    images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
+    images = open_image_pool(dirs, cfg["store_size"], cfg["data"], cfg["data_workers"], ctx.progress,
+                             ctx.cache_dir, ctx.log, "bigan pool")
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     device, zd, gsize = ctx.device, cfg["z_dim"], int(cfg["generator_size"])
     initial = copy.deepcopy(network)  # the scale the trunk's stages are given back at the end

@@ -30,14 +30,15 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.lab import ABQuantizer, rgb_to_lab
-from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
-                                             split_held_out)
+from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
+                                             restore_stage_scales, split_held_out, subset)
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
 
 DEFAULTS = {
+    "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size
     "steps": 450, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,  # Adam, as the paper
     "store_size": None,        # None: 1.125 x the backbone's input side
     "crop_scale": (0.35, 1.0),
@@ -115,13 +116,14 @@ def pretrain(ctx: RunContext) -> Representation:
     cfg = _settings(ctx, size)
     initial = copy.deepcopy(network)  # the scale the learned stages are given back at the end
     dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
-    images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
+    images = open_image_pool(dirs, cfg["store_size"], cfg["data"], cfg["data_workers"], ctx.progress,
+                             ctx.cache_dir, ctx.log, "colorization pool")
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     quantizer = ABQuantizer()
     model = prepare_model(ColorizationNet(network, quantizer.q), ctx.device)
     with torch.no_grad():
         out_hw = tuple(model(torch.zeros(1, 1, size, size, device=ctx.device)).shape[-2:])
-    prior = bin_prior(images[train_idx], quantizer, size, out_hw, ctx.device)
+    prior = bin_prior(subset(images, train_idx), quantizer, size, out_hw, ctx.device)
     weights = quantizer.rebalance_weights(prior, cfg["lam"], cfg["prior_sigma"]).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99),
                            weight_decay=cfg["weight_decay"])
@@ -155,7 +157,7 @@ def pretrain(ctx: RunContext) -> Representation:
             window = []
             checkpoint.save_training(model, opt, sched, gen, step=step + 1)
     train_seconds = time.perf_counter() - start
-    pretext = held_out_accuracy(model, images[held_idx], quantizer, weights, size, out_hw, ctx)
+    pretext = held_out_accuracy(model, subset(images, held_idx), quantizer, weights, size, out_hw, ctx)
     scale = None
     if cfg["restore_scale"]:
         x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))

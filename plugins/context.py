@@ -37,14 +37,15 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.patches import PatchGrid
-from benchharness.data.pretext_pool import (default_image_dirs, load_images, restore_stage_scales,
-                                             split_held_out)
+from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
+                                             restore_stage_scales, split_held_out, subset)
 from benchharness.data.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
 
 DEFAULTS = {
+    "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size
     "steps": 480, "batch_size": 32, "neighbours": 8, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
     # geometry, as fractions of the backbone's input side when left at None
     "store_size": None, "patch": None, "gap": None, "jitter": None,
@@ -168,7 +169,8 @@ def pretrain(ctx: RunContext) -> Representation:
                          f"{ctx.backbone} trunk ({exc})") from None
     initial = copy.deepcopy(network)  # the scale the learned stages are given back at the end
     dirs = cfg["image_dirs"] or default_image_dirs(ctx.data_root)
-    images = load_images(dirs, cfg["store_size"], ctx.progress, cache_dir=ctx.cache_dir)
+    images = open_image_pool(dirs, cfg["store_size"], cfg["data"], cfg["data_workers"], ctx.progress,
+                             ctx.cache_dir, ctx.log, "context pool")
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     convention = InputConvention()
     model = prepare_model(ContextNet(network), ctx.device)
@@ -205,7 +207,7 @@ def pretrain(ctx: RunContext) -> Representation:
             checkpoint.save_training(model, opt, sched, gen, step=step + 1, order=batches.order,
                                        position=batches.position)
     train_seconds = time.perf_counter() - start
-    pretext = held_out_accuracy(model, images[held_idx], grid, patch_input, cfg, convention, ctx)
+    pretext = held_out_accuracy(model, subset(images, held_idx), grid, patch_input, cfg, convention, ctx)
     scale = None
     if cfg["restore_scale"]:
         x = convention.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))

@@ -47,6 +47,7 @@ from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
 
 DEFAULTS = {
+    "data": "auto", "data_workers": 2,  # frames in memory, streamed from disk, or by size
     "epochs": 30, "batch_size": 32, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
     "crop_scale": (0.35, 1.0),
     "target": "clusters", "clusters": 30, "bits": 30, "kmeans_restarts": 4,
@@ -104,13 +105,14 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor, binary: bool) -> torch.Te
 
 def pretrain(ctx: RunContext) -> Representation:
     """Train the trunk to predict each frame's sound cluster (or code); returns conv1..fc7."""
+    torch.manual_seed(ctx.seed)  # before the network is built: its initial weights are drawn from it
     network = ctx.build_backbone()
     size = network.spec.input_size
     cfg = _settings(ctx, size)
-    torch.manual_seed(ctx.seed)
     folder = clip_folder(ctx.data_root, cfg["video_dir"])
     clips, train_idx, held_idx = load_clip_split(folder, cfg, cfg["store_size"], cfg["held_out"], ctx.seed,
-                                                 audio=True, cache_dir=ctx.cache_dir, progress=ctx.progress)
+                                                 audio=True, cache_dir=ctx.cache_dir, progress=ctx.progress,
+                                                 log=ctx.log, what="sound clips")
     t_stats = time.perf_counter()
     audio = clips.audio.numpy()
     train_y, held_y, target_info = sound_targets(audio[train_idx.numpy()], audio[held_idx.numpy()], cfg,

@@ -5,6 +5,12 @@ Trains the whole trunk plus a linear classifier with softmax cross-entropy on a 
 (``source_dir`` in the suite's method section). Its pretext measurement is top-1 accuracy on the
 held-out ``val`` folder beside the train folder (chance: the largest class's share).
 
+``data`` chooses where the decoded images live: ``memory`` (decoded once into one array),
+``stream`` (decoded per minibatch by ``data_workers`` DataLoader worker processes, bounded
+memory, for ImageNet-sized trees) or ``auto`` (memory while the decoded tree stays under
+:data:`~benchharness.data.streaming.MEMORY_BUDGET_BYTES`). Both see the same minibatches and
+crops, so they train the same weights.
+
 Data-parallel on several processes (``run --gpus-per-job N``): every rank draws the whole
 minibatch and its crops from the same generator, trains on its contiguous share and
 backpropagates its part of the whole minibatch's mean loss, so ``batch_size`` and ``lr`` keep
@@ -24,14 +30,15 @@ from torch import nn
 from benchharness import distributed, hookimpl
 from benchharness.accel import prepare_model
 from benchharness.data.datasets import locate_source
-from benchharness.data.folders import load_image_folder
+from benchharness.data.labelled import LabelledImages
 from benchharness.data.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
 
 DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
-            "crop_scale": (0.35, 1.0), "source_dir": None, "seed": 0}
+            "crop_scale": (0.35, 1.0), "source_dir": None, "seed": 0,
+            "data": "auto", "data_workers": 2}
 
 
 def _settings(ctx: RunContext) -> dict:
@@ -50,31 +57,31 @@ def pretrain(ctx: RunContext) -> Representation:
     network = ctx.build_backbone()
     size = network.spec.input_size
     store = round(size * 1.125)
-    images, targets, classes = load_image_folder(train_dir, store, ctx.progress)
-    head = nn.Linear(network.out_dim, len(classes))
+    train = LabelledImages(train_dir, store, cfg["data"], cfg["data_workers"], ctx.device,
+                           ctx.progress, ctx.log, "supervised train")
+    head = nn.Linear(network.out_dim, len(train.classes))
     model = prepare_model(nn.Sequential(network, head), ctx.device)
     convention = InputConvention()
-    loop = OneCycleEpochs(ctx, model, cfg, max(1, len(images) // cfg["batch_size"]), "supervised",
+    loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train) // cfg["batch_size"]), "supervised",
                           pct_start=0.15)
     gen = loop.generator
     net = distributed.wrap(model)
+    batches = train.epoch_batches(cfg["batch_size"], loop.steps_per_epoch, gen)
     start = time.perf_counter()
     for _ in loop:
-        order = torch.randperm(len(images), generator=gen)
-        for step in range(loop.steps_per_epoch):
-            idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            x = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"]))
+        for images, targets in batches:
+            x = random_crop_batch(images, size, gen, scale=tuple(cfg["crop_scale"]))
             if distributed.active():  # this rank's share of the whole minibatch's mean loss
                 logits = net(convention.normalise(distributed.shard(x).to(ctx.device)))
                 part = nn.functional.cross_entropy(
-                    logits, distributed.shard(targets[idx]).to(ctx.device), reduction="sum")
-                loop.step(distributed.global_mean(part, len(idx)))
+                    logits, distributed.shard(targets).to(ctx.device), reduction="sum")
+                loop.step(distributed.global_mean(part, len(targets)))
                 continue
             logits = model(convention.normalise(x.to(ctx.device)))
-            loop.step(nn.functional.cross_entropy(logits, targets[idx].to(ctx.device)))
-    pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, ctx) \
+            loop.step(nn.functional.cross_entropy(logits, targets.to(ctx.device)))
+    pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, cfg, ctx) \
         if distributed.is_main() else None
-    meta = {"pretrain_data": str(train_dir), "pretrain_images": len(images),
+    meta = {"pretrain_data": str(train_dir), "pretrain_images": len(train), "data": train.mode,
             "train_seconds": time.perf_counter() - start, "pretext": pretext}
     ddp = distributed.describe(cfg["batch_size"], cfg["lr"])
     if ddp:
@@ -83,17 +90,19 @@ def pretrain(ctx: RunContext) -> Representation:
 
 
 @torch.no_grad()
-def _held_out_accuracy(model, convention, val_dir: Path, store: int, size: int, ctx: RunContext):
+def _held_out_accuracy(model, convention, val_dir: Path, store: int, size: int, cfg: dict,
+                       ctx: RunContext):
     if not val_dir.is_dir():
         return None
-    images, targets, _ = load_image_folder(val_dir, store)
+    val = LabelledImages(val_dir, store, cfg["data"], cfg["data_workers"], ctx.device, log=ctx.log,
+                         what="supervised val")
     model.eval()
     correct = 0
-    for s in range(0, len(images), 256):
-        x = convention.normalise(center_crop_batch(images[s:s + 256], size).to(ctx.device))
-        correct += (model(x).argmax(1).cpu() == targets[s:s + 256]).sum().item()
-    chance = torch.bincount(targets).max().item() / len(targets)
-    return {"metric": "top1-accuracy", "value": correct / len(targets), "chance": chance}
+    for images, targets in val.in_order(256):
+        x = convention.normalise(center_crop_batch(images, size).to(ctx.device))
+        correct += (model(x).argmax(1).cpu() == targets).sum().item()
+    chance = torch.bincount(val.targets).max().item() / len(val)
+    return {"metric": "top1-accuracy", "value": correct / len(val), "chance": chance}
 
 
 @hookimpl

@@ -47,6 +47,7 @@ from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
 
 DEFAULTS = {
+    "data": "auto", "data_workers": 2,  # frames in memory, streamed from disk, or by size
     "epochs": 10, "batch_size": 32, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
     "margin": 0.5, "embedding_dim": 1024, "negatives": 4, "warmup_epochs": 2,
     # clips
@@ -160,7 +161,8 @@ def pretrain(ctx: RunContext) -> Representation:
     size = network.spec.input_size
     folder = clip_folder(ctx.data_root, cfg["video_dir"])
     clips, train_idx, held_idx = load_clip_split(folder, cfg, cfg["store_size"], cfg["held_out"], ctx.seed,
-                                                 audio=False, cache_dir=ctx.cache_dir, progress=ctx.progress)
+                                                 audio=False, cache_dir=ctx.cache_dir, progress=ctx.progress,
+                                                 log=ctx.log, what="tracking clips")
     t_mine = time.perf_counter()
     pairs = mine_pairs(clips.frames.numpy(), cfg["queries_per_clip"], cfg["boxes_per_frame"],
                        cfg["track_frames"], cfg["gap"], cfg["tracker"], cfg["detector"], cfg["threshold"],

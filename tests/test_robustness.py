@@ -95,7 +95,8 @@ def test_killed_pretraining_resumes_from_its_last_epoch_and_ends_identical(tiny_
     ctx = _supervised_ctx(tiny_world, state_dir)
     ctx.log = logs.append
     resumed = supervised.pretrain(ctx)
-    assert logs == ["resuming supervised pretraining at epoch 3"]
+    assert [m for m in logs if ": data = " not in m] \
+        == ["resuming supervised pretraining at epoch 3"]
     for key, value in reference.network.state_dict().items():
         assert torch.equal(resumed.network.state_dict()[key], value), key
 

@@ -4,6 +4,11 @@ By default: the images of the labelled source set (labels ignored; the ImageNet 
 the unlabelled pool of a data root. A method's ``image_dirs`` setting replaces them with any
 list of folders, each either a flat folder of images or a ``<class>/<image>`` tree.
 
+A method's ``data`` setting (``auto``, ``memory``, ``stream``;
+:func:`~benchharness.data.streaming.choose_data_mode`) decides whether the pool is decoded into
+memory or read from disk as minibatches need it (:class:`~benchharness.data.streaming.StreamedImages`,
+indexed the same way; :func:`subset` takes a part of either).
+
 Decoded pools are cached under ``<cache_dir>/images/`` (one uint8 array per folder list and
 size, keyed by the files' names, sizes and modification times) and memory-mapped by later
 pretrainings, so every self-supervised method decodes the pool at most once.
@@ -21,8 +26,9 @@ from ..interfaces import DataError
 from ..rescale import stage_layer
 from ..suite import config_hash
 from .datasets import locate_source, locate_unlabelled
-from .folders import load_image_folder, load_image_pool
+from .folders import list_image_folder, list_image_pool, load_image_folder, load_image_pool
 from .image_cache import cached_images
+from .streaming import StreamedImages, choose_data_mode
 
 
 def default_image_dirs(data_root: Path) -> list[Path]:
@@ -69,6 +75,27 @@ def load_images(dirs: Sequence[Path | str], size: int, progress=None,
         cache_file = Path(cache_dir) / "images" / f"pretext-pool-{size}-{key}.npy"
     images, _ = cached_images(cache_file, decode)
     return images
+
+
+def open_image_pool(dirs: Sequence[Path | str], size: int, data: str = "auto", workers: int = 2,
+                    progress=None, cache_dir: Path | str | None = None, log=None,
+                    what: str = "pretext pool"):
+    """The images of ``dirs`` at ``size`` pixels, in :func:`load_images`'s order: that array
+    (``memory``) or a :class:`StreamedImages` over the same files decoding with ``workers``
+    threads (``stream``); ``data`` ``auto`` chooses by the decoded size, logged to ``log``."""
+    dirs = [Path(d) for d in dirs]
+    for directory in dirs:
+        if not directory.is_dir():
+            raise DataError(directory, "image folder not found")
+    paths = [p for d in dirs for p in (list_image_pool(d) if _is_flat(d) else list_image_folder(d)[0])]
+    if choose_data_mode(data, len(paths), size, what, log) == "memory":
+        return load_images(dirs, size, progress, cache_dir)
+    return StreamedImages(paths, size, workers)
+
+
+def subset(images, idx):
+    """``images[idx]``: those rows of a decoded array, or a still undecoded view of a stream."""
+    return images.subset(idx) if isinstance(images, StreamedImages) else images[idx]
 
 
 def split_held_out(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

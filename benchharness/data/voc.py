@@ -115,7 +115,8 @@ class Annotation:
 def load_image(path: Path | str) -> torch.Tensor:
     """Read an image file as a ``uint8`` tensor ``[3, H, W]`` (RGB).
 
-    A missing, unreadable, truncated or undecodable file raises DataError naming it.
+    torchvision decodes it; a format torchvision does not read (BMP, TIFF, PPM, ...) is decoded
+    by PIL instead. A missing, unreadable, truncated or undecodable file raises DataError naming it.
     """
     from torchvision.io import ImageReadMode, decode_image
 
@@ -137,11 +138,32 @@ def load_image(path: Path | str) -> torch.Tensor:
                 torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
             )
     except RuntimeError as exc:
+        image = _decode_with_pil(data)
+        if image is not None:
+            return image
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decode failed"
         # torchvision prefixes the C++ source location; keep only the human part.
         message = message.rsplit(", ", 1)[-1]
         raise DataError(path, f"cannot decode image (corrupt or truncated?): {message}") from None
     return image
+
+
+_TORCHVISION_FORMATS = {"JPEG", "PNG", "GIF", "WEBP"}
+
+
+def _decode_with_pil(data: bytes) -> torch.Tensor | None:
+    """``data`` decoded by PIL as uint8 [3, H, W] RGB when it is an image in a format torchvision
+    does not read; None otherwise (for torchvision's formats its own error stands)."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format in _TORCHVISION_FORMATS:
+                return None
+            rgb = np.asarray(image.convert("RGB"))
+    except Exception:  # whatever PIL fails with, torchvision's error is the one to report
+        return None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -51,6 +51,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from . import latex
 from .interfaces import GROUPS, DataError
 
 COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -63,9 +64,20 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 )
 """The standard columns, in display order."""
 
+HEADERS = {
+    "cls fc8": ("Classification", "fc8"),
+    "cls fc6-8": ("Classification", "fc6-8"),
+    "cls all": ("Classification", "all"),
+    "det": ("Detection", "all"),
+    "seg": ("Segmentation", "all"),
+}
+"""The two header levels of the standard columns in LaTeX (the protocol under each task)."""
+
 RESULT_FIELDS = (
     "status", "error", "method", "group", "task", "protocol", "metric", "value",
     "per_class", "seed", "suite", "config_hash", "schedule_fraction",
+    # what the cost view reads (benchharness.leaderboard_views)
+    "device", "wall_seconds", "timing", "info", "representation", "representation_key",
 )
 """Keys read from every result JSON (``load_results`` adds ``path``, ``data_key``, ``data_tag``
 and ``data_root`` from the result's ``data`` record; ``schedule_fraction`` defaults to 1)."""
@@ -376,16 +388,9 @@ def _build(results_df: pd.DataFrame | None, reference_df: pd.DataFrame | None):
 
 # ------------------------------------------------------------------------------- rendering
 
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
-
-
 def _escape(text: str, fmt: str) -> str:
     if fmt == "latex":
-        text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-        return text.replace(_PM, r"$\pm$")
+        return latex.escape(text).replace(_PM, r"$\pm$")
     if fmt == "html":
         return html.escape(text, quote=False).replace(_PM, "±")
     return text.replace("|", r"\|").replace(_PM, "±")
@@ -446,6 +451,8 @@ def render(
     if fmt == "csv":
         return _csv(rows, results_df, reference_df)
 
+    if fmt == "latex":
+        return _latex(rows, columns, notes)
     headers = ["group", "method", "source", *columns]
     body = []
     for r in rows:
@@ -456,13 +463,37 @@ def render(
             line.append(_bold(text, fmt) if cell.best else text)
         body.append(line)
     headers = [_escape(h, fmt) for h in headers]
-    tablefmt = {"markdown": "github", "latex": "latex_raw", "html": "unsafehtml"}[fmt]
+    tablefmt = {"markdown": "github", "html": "unsafehtml"}[fmt]
     table = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
-    if fmt == "latex" and not body:  # tabulate cannot infer a column spec without rows
-        table = table.replace(r"\begin{tabular}{}", r"\begin{tabular}{" + "l" * len(headers) + "}", 1)
     notes = [_escape(n, fmt) for n in notes]
     if fmt == "html":
         return table + "\n" + "".join(f"<p>{n}</p>\n" for n in notes)
-    if fmt == "latex":
-        return table + "\n" + "".join(f"\n{n}\n" for n in notes)
     return table + "\n" + "".join(f"\n{n}\n" for n in notes)
+
+
+def column_header(column: str) -> tuple[str, str]:
+    """A column's two header levels in LaTeX: ``("Classification", "fc8")`` for ``cls fc8``,
+    ``("Detection", "all")``, ``("Segmentation", "all")``; ``(task, protocol)`` for others."""
+    if column in HEADERS:
+        return HEADERS[column]
+    task, _, protocol = column.partition(" ")
+    return task, protocol
+
+
+def _latex(rows: list[_Row], columns: list[str], notes: list[str]) -> str:
+    """Table 5.3's shape: group label once per block, ``\\midrule`` between groups, the two-level
+    header of :func:`column_header`, the notes in the caption (see :mod:`benchharness.latex`)."""
+    blocks: list[latex.Block] = []
+    for r in rows:
+        if not blocks or blocks[-1].label != _escape(r.group, "latex"):
+            blocks.append(latex.Block(_escape(r.group, "latex")))
+        cells = [_escape(r.method, "latex")]
+        for column in columns:
+            cell = r.cells.get(column, _Cell())
+            text = _escape(cell.text, "latex")
+            cells.append(_bold(text, "latex") if cell.best else text)
+        blocks[-1].rows.append(cells)
+    caption = " ".join(["Transfer to PASCAL VOC (\\%)."] + [_escape(n, "latex") for n in notes])
+    return latex.booktabs(["Group", "Method"], [column_header(c) for c in columns], blocks,
+                          caption=caption, label="tab:benchharness-transfer",
+                          comments=["benchharness leaderboard --format latex; needs \\usepackage{booktabs}"])

@@ -182,7 +182,7 @@ def test_latex_and_html_escape_names(tmp_path):
     write_result(tmp_path, "x.json", method="my_method & <co>", value=12.34)
     results = load_results(tmp_path)
     latex = render(results, fmt="latex")
-    assert r"my\_method \& <co>" in latex
+    assert r"my\_method \& \textless{}co\textgreater{}" in latex  # OT1 would print < as ¡
     assert r"\textbf{12.3}" in latex
     html_out = render(results, fmt="html")
     assert "my_method &amp; &lt;co&gt;" in html_out

@@ -192,11 +192,26 @@ def plugins(as_json):
 @click.option("--reference", is_flag=True,
               help="Add the published rows (results/reference/published_voc_transfer.csv), marked.")
 @click.option("--suite", default=None, help="Only results of this suite.")
-def leaderboard(results_dir, fmt, reference, suite):
+@click.option("--per-class", "per_class", is_flag=True,
+              help="Per-class view: one row per method and task/protocol, one column per class "
+                   "(mean over seeds).")
+@click.option("--cost", is_flag=True,
+              help="Cost view: per method, pretraining and transfer seconds, device, GPU-hours "
+                   "(CUDA only) and peak memory.")
+def leaderboard(results_dir, fmt, reference, suite, per_class, cost):
     """Print the transfer leaderboard: rows by supervision group, columns cls fc8 / fc6-8 / all,
-    det, seg; mean +- std over seeds; best measured value per column marked."""
+    det, seg; mean +- std over seeds; best measured value per column marked.
+
+    \b
+    --format latex gives a booktabs table (needs \\usepackage{booktabs}) with the notes in
+    its caption. --per-class and --cost print the other two views instead.
+    """
     from . import leaderboard as lb
 
+    if per_class and cost:
+        raise click.UsageError("--per-class and --cost are two views; ask for one")
+    if (per_class or cost) and reference:
+        raise click.UsageError("--reference adds published rows to the main table only")
     df = lb.load_results(Path(results_dir))
     if suite is not None and not df.empty:
         df = df[df["suite"] == suite]
@@ -205,6 +220,11 @@ def leaderboard(results_dir, fmt, reference, suite):
         ref = lb.load_reference(find_reference(Path(results_dir)))
     if df.empty and ref is None:
         raise BenchharnessError(f"no results under {Path(results_dir) / 'runs'}; run `benchharness run` first")
+    if per_class or cost:
+        from . import leaderboard_views as views
+
+        click.echo(views.render_per_class(df, fmt) if per_class else views.render_cost(df, fmt))
+        return
     click.echo(lb.render(df, ref, fmt))
 
 

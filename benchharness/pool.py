@@ -54,6 +54,7 @@ def _start_worker(slots, threads: int, gpu_ids: list[str], results_dir: str, cac
     _RUNNER = Runner(get_registry(), Path(results_dir), cache_dir, device,
                      log=lambda msg: print(f"{tag} {msg}", flush=True, file=sys.stderr),
                      progress=None)
+    _RUNNER.notify_results = False  # the driver calls the on_result hook (run_waves' on_result)
 
 
 def _pretrain(plan: Plan, job: Job) -> str | None:
@@ -98,4 +99,4 @@ def run_pool(plan: Plan, runner: Runner, workers: int, log: Callable[[str], None
                                        str(runner.cache_dir), str(runner.device.type))) as pool:
         return run_waves(todo, lambda job: (runner.representation_dir(job) / "representation.json").is_file(),
                          lambda job: pool.submit(_pretrain, plan, job),
-                         lambda job: pool.submit(_transfer, plan, job), counts, log)
+                         lambda job: pool.submit(_transfer, plan, job), counts, log, runner.notify_stored)

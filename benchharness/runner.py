@@ -198,6 +198,9 @@ class Runner:
     """Runs a plan's jobs in this process, caching representations on disk."""
 
     nproc = 1  # processes per job's training (ddp_job: torchrun); the CLI's --gpus-per-job
+    # False in a pool worker or cluster job: there the driver calls the on_result hook (trackers
+    # run in the driving process only), through notify_stored when the result comes back
+    notify_results = True
 
     def __init__(self, registry: Registry, results_dir: Path, cache_dir: Path | None = None,
                  device: str = "auto", log: Callable[[str], None] | None = None,
@@ -375,9 +378,25 @@ class Runner:
         if result.get("traceback"):  # in the job's log only; the console has the error's line
             with open(log_file, "a", encoding="utf-8") as file:
                 file.write(result["traceback"])
+        if self.notify_results:
+            self.notify(result)
+        return result
+
+    def notify(self, result: dict) -> None:
+        """Call every plugin's ``benchharness_on_result`` with ``result``; log their errors."""
         for err in self.registry.notify_result(result):
             self.log(f"    on_result hook error: {err}")
-        return result
+
+    def notify_stored(self, job: Job, summary: dict) -> None:
+        """In the driver, :meth:`notify` of a job another process ran: its stored result, or,
+        when the job died before storing one, ``summary`` (what came back) with the job's ids."""
+        result = self.store.read(job)
+        if result is None or result.get("status") != summary.get("status"):
+            result = {"method": job.method, "method_spec": job.method_spec, "task": job.task,
+                      "protocol": job.protocol, "seed": job.seed, "suite": job.suite,
+                      "config_hash": job.config_hash, "representation_key": job.representation_key,
+                      **summary}
+        self.notify(result)
 
     def _run_job(self, plan: Plan, job: Job, memo: dict, log_file: Path) -> dict:
         start = time.perf_counter()

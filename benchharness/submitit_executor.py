@@ -74,6 +74,7 @@ class ClusterStep:
             torch.set_num_threads(self.threads)
         runner = Runner(get_registry(), Path(self.results_dir), self.cache_dir, self.device, progress=None)
         runner.nproc = self.nproc
+        runner.notify_results = False  # the driver calls the on_result hook when this returns
         if kind == "pretrain":
             return runner.prepare_representation(self.plan, job)
         result = runner.run_locked(self.plan, job, {})
@@ -147,7 +148,8 @@ def run_submitit(plan: Plan, runner: Runner, options: dict, log: Callable[[str],
 
     with ThreadPoolExecutor(workers) as threads_pool:  # a thread waits on each job in flight
         return run_waves(todo, lambda job: (runner.representation_dir(job) / "representation.json").is_file(),
-                         lambda job: start("pretrain", job), lambda job: start("transfer", job), counts, log)
+                         lambda job: start("pretrain", job), lambda job: start("transfer", job), counts, log,
+                         runner.notify_stored)
 
 
 def _slurm_waves(executor, step: ClusterStep, plan: Plan, runner: Runner, todo: list[Job],
@@ -197,6 +199,8 @@ def _slurm_waves(executor, step: ClusterStep, plan: Plan, runner: Runner, todo: 
             else:
                 counts["failed"] += 1
                 log(f"{tag}: FAILED: {result['error']} (log: {handle.paths.stdout})")
+            if result is not None:
+                runner.notify_stored(job, result)  # in the driver, never in the cluster job
         pending = still
         if pending:
             time.sleep(poll)

@@ -29,9 +29,12 @@ def by_representation(jobs: list[Job]) -> dict[str, list[Job]]:
 
 def run_waves(todo: list[Job], is_cached: Callable[[Job], bool], start_pretraining: StartPretraining,
               start_transfer: StartTransfer, counts: dict[str, int],
-              log: Callable[[str], None]) -> dict[str, int]:
+              log: Callable[[str], None],
+              on_result: Callable[[Job, dict], None] | None = None) -> dict[str, int]:
     """Start ``todo``'s steps in wave order as their predecessors finish; ``counts`` (done,
-    skipped, failed) updated and returned. ``is_cached(job)``: its representation exists."""
+    skipped, failed) updated and returned. ``is_cached(job)``: its representation exists.
+    ``on_result(job, result)`` is called in this (the driving) process for every job that
+    came back with a result (the on_result hook: ``Runner.notify_stored``)."""
     groups = by_representation(todo)
     futures: dict[Future, tuple[str, object]] = {}
     finished = 0
@@ -72,4 +75,6 @@ def run_waves(todo: list[Job], is_cached: Callable[[Job], bool], start_pretraini
             else:
                 counts["failed"] += 1
                 log(f"{tag}: FAILED: {result['error']}")
+            if result is not None and on_result is not None:
+                on_result(job, result)
     return counts

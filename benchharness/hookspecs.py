@@ -68,4 +68,8 @@ def benchharness_on_result(result):
     ``result`` is the result as a dict (the same content as its JSON file), including failed
     jobs (``status == "failed"``). Loggers, trackers and notifiers plug in here. An exception
     raised here is reported and does not stop the run.
+
+    It is called in the process that drives the run, never in a pool worker or a cluster job:
+    those executors hand each result back and the driver calls the hook with the stored result
+    (a job that died before storing one comes with its ids, ``status`` and ``error`` only).
     """

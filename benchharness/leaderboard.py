@@ -32,6 +32,11 @@ Schedule fraction and data
     ``data`` identity each result records: resolved path and split-file fingerprint) are never
     averaged together either: when more than one data identity is present, each row's label
     ends with ``[data TAG]`` and a legend line names each tag's folder.
+LaTeX
+    ``fmt="latex"`` gives a booktabs ``table`` shaped like Table 5.3 (:mod:`benchharness.latex`):
+    a two-level header (Classification fc8 / fc6-8 / all, Detection, Segmentation; other
+    columns headed by task and protocol), the group label once per block, ``\\midrule`` between
+    groups, and the notes in the caption.
 CSV
     ``fmt="csv"`` gives a tidy long table instead (one line per row and column, raw numeric
     ``mean``, ``std``, ``n``, ``n_failed``, a boolean ``best`` and a ``published`` flag), which is

@@ -229,3 +229,34 @@ def test_pool_notifies_in_the_driver_only(tmp_path, tiny_world, monkeypatch):
     assert os.getpid() not in worker_pids
     files = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert files and {f.name.split(".")[-2] for f in files} == {str(os.getpid())}
+
+
+def test_submitit_debug_notifies_each_result_once(tmp_path, tiny_world):
+    """submitit's debug cluster runs the step in this process: the hook must still be called
+    once per job, by the driver (the step's own runner does not notify)."""
+    pytest.importorskip("submitit")
+    import torch
+
+    from benchharness.plugins import get_registry
+    from benchharness.runner import Runner, plan
+    from benchharness.submitit_executor import run_submitit
+    from benchharness.suite import load_suite
+
+    suite = tmp_path / "grid.toml"
+    suite.write_text('name = "grid"\nbackbone = "alexnet-small"\nseeds = 1\n[methods]\nuse = ["random"]\n'
+                     '[tasks]\nuse = ["voc07-cls"]\n[tasks.voc07-cls]\nprotocols = ["fc8"]\nepochs = 1\n'
+                     'test_crops = 1\n')
+    registry = get_registry()
+    recorder = Recorder()
+    registry.register(recorder, name="recorder-submitit")
+    threads = torch.get_num_threads()
+    try:
+        runner = Runner(registry, tmp_path / "results", device="cpu", log=lambda m: None, progress=None)
+        counts = run_submitit(plan(load_suite(str(suite)), registry, tiny_world), runner,
+                              {"cluster": "debug"}, lambda m: None)
+    finally:
+        registry.pm.unregister(name="recorder-submitit")
+        torch.set_num_threads(threads)
+    assert counts == {"done": 1, "skipped": 0, "failed": 0}
+    assert len(recorder.seen) == 1
+    assert recorder.seen[0][1]["status"] == "ok" and "per_class" in recorder.seen[0][1]

@@ -16,6 +16,7 @@ import time
 from benchharness import hookimpl
 from benchharness.trackers import MLFLOW_EXPERIMENT, require, run_name, scalars, setting, tags
 
+_CLIENTS: dict[str, object] = {}
 _ERROR_TAG_LIMIT = 5000  # MLflow caps tag values; the full error is in the result's log
 
 
@@ -29,7 +30,9 @@ def benchharness_on_result(result):
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    if uri not in _CLIENTS:  # a client (and its database connection) per URI, kept
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    client = _CLIENTS[uri]
     name = os.environ.get(MLFLOW_EXPERIMENT) or "benchharness"
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)

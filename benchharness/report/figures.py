@@ -106,10 +106,14 @@ def pretext_vs_transfer(points: pd.DataFrame, columns: list[str]) -> bytes:
     """One panel per leaderboard column: pretext figure relative to chance (x, log scale)
     against the column's transfer value (y), one labelled point per method."""
     columns = columns or ["(none)"]
-    fig = Figure(figsize=(3.6 * len(columns), 3.6))
-    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    n_cols = min(3, len(columns))
+    n_rows = math.ceil(len(columns) / n_cols)
+    fig = Figure(figsize=(4.2 * n_cols, 3.6 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).flat
+    for ax in list(axes)[len(columns):]:
+        ax.axis("off")
     have = points[points["ratio"].notna()] if "ratio" in points else points.iloc[0:0]
-    for ax, column in zip(axes, columns):
+    for ax, column in zip(fig.axes, columns):
         part = have[have[column].notna()] if column in have else have.iloc[0:0]
         ax.scatter(part["ratio"].astype(float), part[column].astype(float) if column in part else [],
                    color="tab:blue", zorder=3)

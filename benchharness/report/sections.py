@@ -240,7 +240,8 @@ def pretext_points(records: list[dict]) -> pd.DataFrame:
             if method in by_method:
                 row[column] = by_method[method]
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype(object).where(frame.notna(), None)
 
 
 # ------------------------------------------------------------------------------ cost

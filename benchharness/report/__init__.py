@@ -138,5 +138,6 @@ def write_report(out: Path | str, results_dir: Path | str, **options) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, page.encode("utf-8"))
+    out.chmod(0o644)  # the atomic writer's temporary file is private; a report is meant to be shared
     return out
 

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 DPI = 96
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, tight: bool = True) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
     return buffer.getvalue()
 
 
@@ -73,17 +73,21 @@ def pr_grid(curves: dict[str, dict], classes: list[str], title: str) -> bytes:
         ax.set_title(name, fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
+        ax.set_xticks([0, 0.5, 1], labels=["0", "0.5", "1"])
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("recall", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("precision", fontsize=8)
-    fig.legend(loc="upper center", ncol=len(curves), fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(title, fontsize=10, y=1.04)
-    fig.tight_layout()
-    return _png(fig)
+    # fixed margins: tight_layout on twenty panels costs seconds per figure
+    top = 1 - 0.75 / (2.1 * n_rows + 0.6)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.55 / (2.1 * n_rows + 0.6), top=top,
+                        wspace=0.12, hspace=0.3)
+    fig.legend(loc="lower center", ncol=len(curves), fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, top + 0.2 / (2.1 * n_rows + 0.6)))
+    fig.suptitle(title, fontsize=10, y=0.995)
+    return _png(fig, tight=False)
 
 
 def layerwise(frame: pd.DataFrame, title: str) -> bytes:

@@ -251,3 +251,38 @@ def test_report_in_headless_chromium(tiny_run, tmp_path):
     assert snap.returncode == 0, snap.stderr[-2000:]
     with Image.open(shot) as image:
         assert image.size == (1400, 3000)
+
+
+def test_cost_counts_gpu_hours_on_cuda_and_pretraining_once():
+    from benchharness.report.sections import cost
+
+    def job(method, device, transfer, key="k"):
+        return dict(label=method, device=device, representation_key=key,
+                    representation={"pretrain_seconds": 3600.0, "device": device},
+                    timing={"transfer": transfer}, info={"peak_memory_mb": transfer})
+    rows = {r["method"]: r for r in cost([job("a", "cuda:0", 1800.0), job("a", "cuda:0", 1800.0),
+                                          job("b", "cpu", 60.0)])}
+    assert rows["a"]["pretrain_s"] == 3600.0 and rows["a"]["transfer_s"] == 3600.0
+    assert rows["a"]["gpu_hours"] == pytest.approx(2.0) and rows["a"]["devices"] == "cuda:0"
+    assert rows["a"]["peak_memory_mb"] == 1800.0
+    assert rows["b"]["gpu_hours"] is None and not rows["b"]["on_gpu"]
+
+
+def test_pretext_relative_to_chance_turns_lower_is_better_around():
+    from benchharness.report.sections import relative_to_chance
+
+    assert relative_to_chance({"metric": "acc", "value": 0.5, "chance": 0.125}) == 4.0
+    assert relative_to_chance({"metric": "l2 (lower is better)", "value": 0.1, "chance": 0.2}) == 2.0
+    assert relative_to_chance({"metric": "acc", "value": 0.5}) is None
+
+
+def test_names_are_escaped(tiny_run, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(tiny_run / "runs", results / "runs")
+    for path in (results / "runs").rglob("*.json"):
+        result = json.loads(path.read_text())
+        if result["status"] != "ok":
+            result["error"] = "ValueError: <script>alert(1)</script>"
+            path.write_text(json.dumps(result))
+    page = build_report(results, pr_methods=["none-such"])
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -36,6 +36,8 @@ def _pr_section(records: list[dict], means: dict, pr_methods: list[str] | None,
     for column in sections._ordered_columns(means):
         picks = sections.pick_methods(means[column], pr_methods)
         entry = dict(column=column, methods=picks, figure=None, notes=[])
+        if not picks:
+            entry["notes"].append(f"none of {', '.join(pr_methods or [])} has a result in this column")
         curves, classes, kinds = {}, [], set()
         for method in picks:
             result = sections.first_seed(records, column, method)

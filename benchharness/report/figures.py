@@ -148,6 +148,6 @@ def cost_bars(rows: list[dict]) -> bytes:
     ax.set_yticks(y, labels=methods, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("wall time (minutes)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)

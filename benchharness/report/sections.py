@@ -31,7 +31,7 @@ def read_records(results_df: pd.DataFrame) -> list[dict]:
     (leaderboard row label), ``column`` and ``path`` added. Unreadable files give ``{}``."""
     labels = lb._labels(results_df) if not results_df.empty else pd.Series(dtype=object)
     records = []
-    for (idx, row), label in zip(results_df.iterrows(), labels):
+    for (_, row), label in zip(results_df.iterrows(), labels):
         try:
             data = json.loads(Path(row["path"]).read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -22,6 +22,8 @@ $(WORLD)/.complete: $(STAMP)
 demo: $(STAMP) $(WORLD)/.complete
 	$(BH) run --suite smoke --data-root $(WORLD)
 	$(BH) leaderboard --reference
+	$(BH) report --reference --out results/report.html
+	@echo "report: $(abspath results/report.html) (one self-contained HTML file; open it in a browser)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

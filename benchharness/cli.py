@@ -1,4 +1,4 @@
-"""The ``benchharness`` command line: run, plugins, leaderboard, data."""
+"""The ``benchharness`` command line: run, plugins, leaderboard, report, data."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def main():
       benchharness data synth --out data/synthetic-small   # the embedded default world
       benchharness run --suite smoke                       # pretrain, transfer, evaluate
       benchharness leaderboard --reference                 # the table, beside published rows
+      benchharness report --reference                      # one HTML page: table, figures, cost
       benchharness plugins                                 # what methods/tasks are installed
     """
 
@@ -226,6 +227,33 @@ def leaderboard(results_dir, fmt, reference, suite, per_class, cost):
         click.echo(views.render_per_class(df, fmt) if per_class else views.render_cost(df, fmt))
         return
     click.echo(lb.render(df, ref, fmt))
+
+
+@main.command()
+@click.option("--results", "results_dir", default=DEFAULT_RESULTS, show_default=True,
+              type=click.Path(file_okay=False), help="Results store to read.")
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
+              help="HTML file to write [default: RESULTS/report.html].")
+@click.option("--reference", is_flag=True,
+              help="Add the published rows (results/reference/published_voc_transfer.csv), in their own block.")
+@click.option("--suite", default=None, help="Only results of this suite.")
+@click.option("--pr-method", "pr_methods", multiple=True, metavar="METHOD",
+              help="Draw the precision-recall curves of this method (repeatable; a leaderboard row "
+                   "label) [default: the best and the worst of each column].")
+@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+              help="The data the results were scored on, when it has moved since [default: the "
+                   "path each result recorded].")
+def report(results_dir, out, reference, suite, pr_methods, data_root):
+    """Write one self-contained HTML report: the leaderboard, per-class AP, precision-recall
+    curves, layer-wise results, pretext against transfer, cost and provenance. Figures are
+    embedded; the page fetches nothing and opens offline."""
+    from .report import write_report
+
+    ref_path = find_reference(Path(results_dir)) if reference else None
+    path = write_report(Path(out) if out else Path(results_dir) / "report.html", Path(results_dir),
+                        reference=reference, suite=suite, pr_methods=list(pr_methods) or None,
+                        data_root=data_root, reference_path=ref_path)
+    click.echo(f"report written: {path.resolve()}")
 
 
 @main.command()

@@ -205,6 +205,25 @@ def detection_pr(
     return truth.pr(dets.image_index, dets.boxes, dets.scores, class_name)
 
 
+def detection_pr_curves(
+    predictions: Predictions, ground_truth: DetGroundTruth
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Recall, precision and number of positives of every class of ``ground_truth``.
+
+    The curves :func:`evaluate_detection` scores (and the report plots). Every class needs a
+    (possibly empty) list in ``predictions.detections``; raises :class:`ValueError` otherwise.
+    """
+    truth = _SplitTruth(ground_truth)
+    rows = truth.rows_of(predictions.image_ids)
+    curves = {}
+    for name in ground_truth.class_names:
+        if name not in predictions.detections:
+            raise ValueError(f"no detections list for class {name!r}")
+        columns = truth.columns(predictions.detections[name], name, predictions.image_ids, rows)
+        curves[name] = truth.pr(*columns, name)
+    return curves
+
+
 def evaluate_detection(
     predictions: Predictions, ground_truth: DetGroundTruth, metric_id: str
 ) -> Metrics:
@@ -221,13 +240,7 @@ def evaluate_detection(
     if not isinstance(ground_truth, DetGroundTruth):
         raise ValueError(f"detection predictions need a DetGroundTruth, got {type(ground_truth).__name__}")
     per_class: dict[str, float] = {}
-    truth = _SplitTruth(ground_truth)
-    rows = truth.rows_of(predictions.image_ids)
-    for name in ground_truth.class_names:
-        if name not in predictions.detections:
-            raise ValueError(f"no detections list for class {name!r}")
-        columns = truth.columns(predictions.detections[name], name, predictions.image_ids, rows)
-        rec, prec, n_pos = truth.pr(*columns, name)
+    for name, (rec, prec, n_pos) in detection_pr_curves(predictions, ground_truth).items():
         if n_pos == 0:
             per_class[name] = float("nan")
         elif metric_id == "voc07-11pt":

@@ -60,7 +60,8 @@ class Ledger:
         key = f"{kind}:{job.representation_key if kind == 'pretrain' else job.config_hash}"
         with self._lock:
             self.record["cluster"][key] = {"job_id": str(handle.job_id), "log": str(handle.paths.stdout),
-                                           "method": job.method}
+                                           "method": job.method, "kind": type(handle).__name__,
+                                           "folder": str(handle.paths.folder)}
             self._save()
 
     def finish(self, counts: dict[str, int] | None) -> None:

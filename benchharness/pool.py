@@ -19,9 +19,11 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable
 
+from .interfaces import BenchharnessError
 from .runner import Plan, Runner
 from .suite import Job
 from .waves import run_waves
@@ -97,6 +99,10 @@ def run_pool(plan: Plan, runner: Runner, workers: int, log: Callable[[str], None
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                              initargs=(slots, threads, gpu_ids, str(runner.store.root),
                                        str(runner.cache_dir), str(runner.device.type))) as pool:
-        return run_waves(todo, lambda job: (runner.representation_dir(job) / "representation.json").is_file(),
-                         lambda job: pool.submit(_pretrain, plan, job),
-                         lambda job: pool.submit(_transfer, plan, job), counts, log, runner.notify_stored)
+        try:
+            return run_waves(todo, runner, lambda job: pool.submit(_pretrain, plan, job),
+                             lambda job: pool.submit(_transfer, plan, job), counts, log)
+        except BrokenProcessPool:  # a worker was killed (out of memory?): the pool cannot go on
+            raise BenchharnessError("a pool worker died (killed, or out of memory?); the jobs it "
+                                    "was running are stored as failed; re-run the same command "
+                                    "to run what has no result") from None

@@ -252,7 +252,7 @@ class Runner:
         every epoch under ``.partial/`` so that a killed pretraining resumes.
         """
         directory = self.representation_dir(job)
-        if (directory / "representation.json").is_file():
+        if self.is_cached(job):
             return Representation.load(directory), True
         lock = FileLock(directory.parent / ".locks" / f"{directory.name}.lock")
         if not lock.try_acquire():
@@ -285,7 +285,33 @@ class Runner:
                          "device": str(self.device), "backbone": plan.suite.backbone})
         rep.save(directory)
         shutil.rmtree(ctx.state_dir, ignore_errors=True)
+        self.failure_file(job).unlink(missing_ok=True)
         return rep, False
+
+    def is_cached(self, job: Job) -> bool:
+        """Whether ``job``'s representation is in the cache."""
+        return (self.representation_dir(job) / "representation.json").is_file()
+
+    def record_pretraining_failure(self, job: Job, error: str, trace: str = "") -> None:
+        """Record that ``job``'s representation could not be made, for the transfer jobs of
+        every process (:meth:`run_locked`)."""
+        atomic.write_json(self.failure_file(job), {"error": error, "traceback": trace})
+
+    def record_death(self, job: Job, error: str) -> dict | None:
+        """Store a failed result for a job whose process died before storing one (so that
+        ``status`` and the leaderboard show it, and the next run runs it again); returns the
+        stored result, or None when another process finished it meanwhile."""
+        stored = self.store.read(job)
+        if stored is not None and stored.get("status") == "ok":
+            return None
+        result = {"method": job.method, "method_spec": job.method_spec, "task": job.task,
+                  "protocol": job.protocol, "seed": job.seed, "suite": job.suite,
+                  "config_hash": job.config_hash, "representation_key": job.representation_key,
+                  "status": "failed", "error": error, "metric": None, "value": None,
+                  "log": str(self.store.path_for(job).with_suffix(".log")),
+                  "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.store.write(job, result)
+        return result
 
     def failure_file(self, job: Job) -> Path:
         """Where a failed pretraining of ``job``'s representation is recorded, so that the
@@ -302,7 +328,7 @@ class Runner:
             self.representation(plan, job)
         except Exception as exc:  # every job of this method will be stored as failed with it
             error = f"{type(exc).__name__}: {exc}"
-            atomic.write_json(failure, {"error": error, "traceback": traceback.format_exc()})
+            self.record_pretraining_failure(job, error, traceback.format_exc())
             return error
         failure.unlink(missing_ok=True)
         return None
@@ -312,7 +338,7 @@ class Runner:
         result, or None when it was finished elsewhere. A pretraining that failed in another
         process (:meth:`prepare_representation`) fails the job with that error."""
         failure = self.failure_file(job)
-        if job.representation_key not in memo and failure.is_file():
+        if job.representation_key not in memo and failure.is_file() and not self.is_cached(job):
             error = json.loads(failure.read_text())["error"]
             memo[job.representation_key] = RuntimeError(f"pretraining failed: {error}")
         lock = FileLock(self.store.path_for(job).with_suffix(".lock"))

@@ -76,6 +76,9 @@ def _state(record: dict, entry: dict, result_path: Path) -> JobState:
     if on_cluster:
         state.where, state.log = f"cluster job {on_cluster['job_id']}", on_cluster["log"]
     result = _read_result(result_path)
+    slurm = "UNKNOWN"
+    if on_cluster and on_cluster.get("kind") == "SlurmJob" and not (result and result.get("status") == "ok"):
+        slurm = _slurm_state(on_cluster)
     holder = FileLock(result_path.with_suffix(".lock")).holder()
     rep = Path(entry["representation"])
     rep_holder = FileLock(rep.parent / ".locks" / f"{rep.name}.lock").holder()
@@ -86,15 +89,32 @@ def _state(record: dict, entry: dict, result_path: Path) -> JobState:
     elif rep_holder:
         state.state, state.log = "pretraining", entry["pretrain_log"]
         state.where = state.where or f"pid {rep_holder['pid']} on {rep_holder['host']}"
-    elif result:
+    elif result and not (_driver_alive(record) and result.get("finished_at", "") < record["started_at"]):
         state.state, state.error = "failed", result.get("error") or "unknown error"
         state.log = result.get("log") or state.log
-    elif _driver_alive(record) or (on_cluster and record.get("counts") is not None
-                                   and _detached(record)):
-        state.state = "queued"
+    elif slurm != "UNKNOWN":
+        if slurm in ("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED"):
+            state.state = "queued"
+        elif slurm in ("RUNNING", "COMPLETING"):
+            state.state = "running"
+        else:  # it ended (COMPLETED, FAILED, TIMEOUT, OUT_OF_MEMORY, CANCELLED...) without a result
+            state.state, state.error = "failed", f"cluster job ended {slurm} without a result"
+    elif _driver_alive(record) or (on_cluster and _detached(record)):
+        state.state = "queued"  # a failed result of an earlier run lands here while it is retried
     else:
         state.state = "stopped"
     return state
+
+
+def _slurm_state(entry: dict) -> str:
+    """SLURM's state of a recorded cluster job (through submitit's sacct reader), or UNKNOWN
+    where sacct cannot be asked."""
+    try:
+        from submitit.slurm.slurm import SlurmJob
+
+        return str(SlurmJob(entry["folder"], entry["job_id"]).state).split()[0]
+    except Exception:  # no sacct here, or the job is too old for the accounting database
+        return "UNKNOWN"
 
 
 def _detached(record: dict) -> bool:

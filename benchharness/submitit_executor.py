@@ -29,21 +29,14 @@ from typing import Any, Callable
 from .interfaces import BenchharnessError
 from .runner import Plan, Runner
 from .suite import Job
-from .waves import by_representation, run_waves
+from .waves import by_representation, count_result, run_waves
 
-CLUSTERS = ("slurm", "local", "debug")
-# [executor] key -> submitit's parameter (AutoExecutor passes slurm_* to SLURM only)
+# [executor] key -> submitit's parameter (AutoExecutor passes slurm_* to SLURM only); the keys
+# themselves are described and checked in executors.OPTIONS
 PARAMETERS = {"partition": "slurm_partition", "gpus": "gpus_per_node", "cpus": "cpus_per_task",
               "mem_gb": "mem_gb", "timeout_min": "timeout_min", "account": "slurm_account",
               "qos": "slurm_qos", "constraint": "slurm_constraint",
               "array_parallelism": "slurm_array_parallelism", "setup": "slurm_setup"}
-OPTIONS = {**{key: f"submitit's {param}" for key, param in PARAMETERS.items()},
-           "cluster": "slurm, local or debug [default: slurm where sbatch exists, else local]",
-           "folder": "where submitit keeps its pickles and logs [default: RESULTS/submitit]",
-           "max_num_timeout": "resubmissions after preemption or time-out [default: 3]",
-           "workers": "local/debug: jobs at a time [default: 1]",
-           "wait": "wait for the cluster jobs and print their results [default: true]",
-           "poll_s": "seconds between two looks at the cluster's queue [default: 30 on SLURM]"}
 DEFAULT_TIMEOUT_MIN = 24 * 60  # submitit's own default (local: 2 minutes) would kill real jobs
 
 
@@ -90,24 +83,24 @@ class ClusterStep:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-def make_executor(options: dict, results_dir: Path):
+def make_executor(options: dict, results_dir: Path, device: str = "cpu"):
     """The submitit executor that ``options`` (the ``[executor]`` section) describe."""
     try:
         import submitit
     except ImportError:
         raise BenchharnessError("the submitit executor needs the submitit package "
                                 "(a dependency of benchharness): pip install submitit") from None
-    cluster = options.get("cluster")
-    if cluster is not None and cluster not in CLUSTERS:
-        raise BenchharnessError(f"[executor] cluster must be one of {CLUSTERS}, got {cluster!r}")
+    cluster = options.get("cluster")  # checked by executors.check_executor
     folder = Path(options.get("folder") or Path(results_dir) / "submitit") / "%j"
     retries = int(options.get("max_num_timeout", 3))
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=retries,
                                       local_max_num_timeout=retries)
     params = {"timeout_min": DEFAULT_TIMEOUT_MIN}
     params.update({PARAMETERS[key]: value for key, value in options.items() if key in PARAMETERS})
-    if int(options.get("nproc", 1)) > 1 and "gpus" not in options and executor.cluster == "slurm":
-        params["gpus_per_node"] = int(options["nproc"])  # one GPU per torchrun process
+    if "gpus" not in options and (executor.cluster == "slurm" and int(options.get("nproc", 1)) > 1
+                                  or executor.cluster == "local" and device == "cuda"):
+        # one GPU per torchrun process; submitit's local executor hides the GPUs it is not asked for
+        params["gpus_per_node"] = int(options.get("nproc", 1))
     if "mem_gb" in params:  # submitit checks the type; TOML gives 16 for 16.0
         params["mem_gb"] = float(params["mem_gb"])
     executor.update_parameters(**params)
@@ -126,7 +119,7 @@ def run_submitit(plan: Plan, runner: Runner, options: dict, log: Callable[[str],
     todo, counts = runner.unfinished(plan)
     if not todo:
         return counts
-    executor = make_executor(options, runner.store.root)
+    executor = make_executor(options, runner.store.root, runner.device.type)
     cluster = executor.cluster
     workers = 1 if cluster == "debug" else int(options.get("workers", 1))
     threads = options.get("cpus") or (None if cluster == "slurm" else max(1, torch.get_num_threads() // workers))
@@ -139,17 +132,30 @@ def run_submitit(plan: Plan, runner: Runner, options: dict, log: Callable[[str],
     if cluster == "slurm":
         return _slurm_waves(executor, step, plan, runner, todo, counts, options, log, notify)
 
+    live: set = set()  # the submitit jobs in flight, cancelled if the driver is interrupted
+
     def start(kind: str, job: Job) -> Future:
         def submit_and_wait():
             handle = executor.submit(step, kind, job)
+            live.add(handle)
             notify(job, kind, handle)
-            return handle.result()
+            try:
+                return handle.result()
+            finally:
+                live.discard(handle)
         return threads_pool.submit(submit_and_wait)
 
-    with ThreadPoolExecutor(workers) as threads_pool:  # a thread waits on each job in flight
-        return run_waves(todo, lambda job: (runner.representation_dir(job) / "representation.json").is_file(),
-                         lambda job: start("pretrain", job), lambda job: start("transfer", job), counts, log,
-                         runner.notify_stored)
+    threads_pool = ThreadPoolExecutor(workers)  # a thread waits on each job in flight
+    try:
+        return run_waves(todo, runner, lambda job: start("pretrain", job), lambda job: start("transfer", job),
+                         counts, log)
+    except BaseException:  # Ctrl-C or an error: start nothing more, stop what runs
+        threads_pool.shutdown(wait=False, cancel_futures=True)
+        for handle in list(live):
+            handle.cancel(check=False)
+        raise
+    finally:
+        threads_pool.shutdown(wait=True)
 
 
 def _slurm_waves(executor, step: ClusterStep, plan: Plan, runner: Runner, todo: list[Job],
@@ -157,8 +163,7 @@ def _slurm_waves(executor, step: ClusterStep, plan: Plan, runner: Runner, todo: 
     """Submit the three waves as job arrays chained by ``afterany`` dependencies; then wait for
     them (unless ``wait = false``) and count their results."""
     groups = by_representation(todo)
-    cached = lambda job: (runner.representation_dir(job) / "representation.json").is_file()  # noqa: E731
-    waves = [("pretrain", [jobs[0] for jobs in groups.values() if not cached(jobs[0])]),
+    waves = [("pretrain", [jobs[0] for jobs in groups.values() if not runner.is_cached(jobs[0])]),
              ("transfer", [jobs[0] for jobs in groups.values()]),
              ("transfer", [job for jobs in groups.values() for job in jobs[1:]])]
     previous, handles = None, []
@@ -189,16 +194,9 @@ def _slurm_waves(executor, step: ClusterStep, plan: Plan, runner: Runner, todo: 
             try:
                 result = handle.result()
             except Exception as exc:  # the cluster job itself died
-                result = {"status": "failed", "error": f"the job died: {type(exc).__name__}: {exc}"}
-            tag = f"{job.method} -> {job.task} {job.protocol} seed {job.seed}"
-            if result is None:
-                counts["skipped"] += 1
-            elif result["status"] == "ok":
-                counts["done"] += 1
-                log(f"{tag}: {result['metric']} = {result['value']:.2f}")
-            else:
-                counts["failed"] += 1
-                log(f"{tag}: FAILED: {result['error']} (log: {handle.paths.stdout})")
+                result = runner.record_death(job, f"its cluster job {handle.job_id} died: "
+                                                  f"{type(exc).__name__}: {exc} (log: {handle.paths.stdout})")
+            count_result(counts, f"{job.method} -> {job.task} {job.protocol} seed {job.seed}", result, log)
             if result is not None:
                 runner.notify_stored(job, result)  # in the driver, never in the cluster job
         pending = still

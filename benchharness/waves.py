@@ -27,14 +27,29 @@ def by_representation(jobs: list[Job]) -> dict[str, list[Job]]:
     return groups
 
 
-def run_waves(todo: list[Job], is_cached: Callable[[Job], bool], start_pretraining: StartPretraining,
-              start_transfer: StartTransfer, counts: dict[str, int],
-              log: Callable[[str], None],
-              on_result: Callable[[Job, dict], None] | None = None) -> dict[str, int]:
+def count_result(counts: dict[str, int], tag: str, result: dict | None, log: Callable[[str], None]) -> None:
+    """Count and log one job's outcome: ``result`` None (finished by another run), ok, or failed."""
+    if result is None:
+        counts["skipped"] += 1
+        log(f"{tag}: finished by another run")
+    elif result["status"] == "ok":
+        counts["done"] += 1
+        log(f"{tag}: {result['metric']} = {result['value']:.2f}  ({result.get('wall_seconds', 0):.0f}s)")
+    else:
+        counts["failed"] += 1
+        log(f"{tag}: FAILED: {result['error']}")
+
+
+def run_waves(todo: list[Job], runner, start_pretraining: StartPretraining, start_transfer: StartTransfer,
+              counts: dict[str, int], log: Callable[[str], None]) -> dict[str, int]:
     """Start ``todo``'s steps in wave order as their predecessors finish; ``counts`` (done,
-    skipped, failed) updated and returned. ``is_cached(job)``: its representation exists.
-    ``on_result(job, result)`` is called in this (the driving) process for every job that
-    came back with a result (the on_result hook: ``Runner.notify_stored``)."""
+    skipped, failed) updated and returned.
+
+    ``runner`` (the driver's :class:`~benchharness.runner.Runner`) says which representations
+    are cached, records a pretraining or a job whose process died (so that the transfer jobs,
+    ``status`` and the next run see it), and calls the on_result hook in this, the driving,
+    process for every job that came back with a result.
+    """
     groups = by_representation(todo)
     futures: dict[Future, tuple[str, object]] = {}
     finished = 0
@@ -44,7 +59,7 @@ def run_waves(todo: list[Job], is_cached: Callable[[Job], bool], start_pretraini
             futures[start_transfer(job)] = ("job", job)
 
     for key, jobs in groups.items():
-        if is_cached(jobs[0]):
+        if runner.is_cached(jobs[0]):
             start(jobs[:1])
         else:
             futures[start_pretraining(jobs[0])] = ("pretrain", key)
@@ -54,27 +69,23 @@ def run_waves(todo: list[Job], is_cached: Callable[[Job], bool], start_pretraini
             kind, what = futures.pop(future)
             crash = future.exception()  # the worker or cluster job died (killed, out of memory)
             if kind == "pretrain":
-                error = f"{type(crash).__name__}: {crash}" if crash else future.result()
+                error = f"its process died: {type(crash).__name__}: {crash}" if crash else future.result()
                 if error:
                     log(f"pretraining {groups[what][0].method} FAILED: {error}")
+                    if crash:
+                        runner.record_pretraining_failure(groups[what][0], error)
                 start(groups[what][:1])
                 continue
             job = what
-            result = ({"status": "failed", "error": f"the job died: {type(crash).__name__}: {crash}"}
-                      if crash else future.result())
+            if crash:
+                result = runner.record_death(job, f"its process died: {type(crash).__name__}: {crash}")
+            else:
+                result = future.result()
             if job is groups[job.representation_key][0]:
                 start(groups[job.representation_key][1:])
             finished += 1
-            tag = f"[{finished}/{len(todo)}] {job.method} -> {job.task} {job.protocol} seed {job.seed}"
-            if result is None:
-                counts["skipped"] += 1
-                log(f"{tag}: finished by another run")
-            elif result["status"] == "ok":
-                counts["done"] += 1
-                log(f"{tag}: {result['metric']} = {result['value']:.2f}  ({result['wall_seconds']:.0f}s)")
-            else:
-                counts["failed"] += 1
-                log(f"{tag}: FAILED: {result['error']}")
-            if result is not None and on_result is not None:
-                on_result(job, result)
+            count_result(counts, f"[{finished}/{len(todo)}] {job.method} -> {job.task} {job.protocol} "
+                                 f"seed {job.seed}", result, log)
+            if result is not None:
+                runner.notify_stored(job, result)
     return counts

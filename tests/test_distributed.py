@@ -275,9 +275,24 @@ def _seg_weights(world: Path, cache: Path) -> dict:
     return model.state_dict()
 
 
+def _seg_by_turns_weights(world: Path, cache: Path) -> dict:
+    """FCN's own shape, one image per minibatch, accumulated: the ranks take turns (3 + 2)."""
+    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.tasks import segmentation as seg
+    from benchharness.tasks.fcn import FCN32s
+
+    cfg = seg.SegConfig(iterations=2, batch_size=1, iter_size=5, lr=0.01)
+    ctx = _context(world, cache)
+    images, masks, _ = seg.load_train(VOCDevkit(locate_devkit(world)), cfg, set(), ctx)
+    rep = _representation()
+    model = FCN32s(rep, 21)
+    seg.train(model, images, masks, cfg, ctx)
+    return model.state_dict()
+
+
 @pytest.mark.parametrize("weights", [pytest.param(_cls_weights, marks=pytest.mark.slow),
-                                     _det_weights, _seg_weights],
-                         ids=["voc07-cls", "voc07-det", "voc12-seg"])
+                                     _det_weights, _seg_weights, _seg_by_turns_weights],
+                         ids=["voc07-cls", "voc07-det", "voc12-seg", "voc12-seg-batch1"])
 def test_all_fine_tuning_on_two_processes_matches_one(tiny_world, tmp_path, weights):
     """Shares of 3 + 2 (cls), 2 + 1 images (det, seg; seg accumulating 2 minibatches)."""
     one = weights(tiny_world, tmp_path / "one")

@@ -153,9 +153,22 @@ def test_slurm_waves_and_parameters_through_mocked_slurm(grid, tmp_path, tiny_wo
     runner = Runner(get_registry(), tmp_path / "results", device="cpu", log=lambda m: None, progress=None)
     the_plan = plan(load_suite(grid[2]), get_registry(), tiny_world)
     ledger = Ledger.start(runner, the_plan, "submitit")
-    with MockedSubprocess(known_cmds=["srun"]).context():
+    mock = MockedSubprocess(known_cmds=["srun"])
+    with mock.context():
         counts = run_submitit(the_plan, runner, options, lambda m: None, on_submit=ledger.submitted)
-    ledger.finish(counts)
+        ledger.finish(counts)
+        # status asks SLURM (sacct) about the recorded jobs: the last wave's two tasks
+        from submitit.slurm.slurm import SlurmJob
+
+        last = max(int(d.name.split("_")[0]) for d in (tmp_path / "results" / "submitit").iterdir()
+                   if d.name[0].isdigit())
+        mock.set_job_state(str(last), "OUT_OF_MEMORY", array=2)
+        SlurmJob.watcher.clear()
+        states = collect(tmp_path / "results")[0]
+        assert sorted(s.state for s in states) == ["failed", "failed", "running", "running"]
+        assert {s.error for s in states if s.state == "failed"} == {
+            "cluster job ended OUT_OF_MEMORY without a result"}  # wave 3; the others still RUNNING
+    SlurmJob.watcher.clear()
     sbatch = {}
     for path in (tmp_path / "results" / "submitit").rglob("*_submission.sh"):
         lines = [line.strip() for line in path.read_text().splitlines() if line.startswith("#SBATCH")]
@@ -223,3 +236,28 @@ def test_executor_options_are_parsed_and_checked(grid, tmp_path):
     out = CliRunner().invoke(main, [*grid, "--results", str(tmp_path / "r"), "--executor-option", "cpus=two"])
     assert out.exit_code == 2 and "run options: [executor] cpus must be a positive integer" in out.output
     assert not (tmp_path / "r").exists()
+
+
+def test_pretraining_failures_and_deaths_are_shared_through_the_store(grid, tmp_path, tiny_world):
+    from benchharness.plugins import get_registry
+    from benchharness.runner import Runner, plan
+    from benchharness.suite import load_suite
+
+    runner = Runner(get_registry(), tmp_path / "results", device="cpu", log=lambda m: None, progress=None)
+    the_plan = plan(load_suite(grid[2]), get_registry(), tiny_world, methods=["random"])
+    first, second = the_plan.jobs
+    # a failure recorded by another process fails this one's jobs without pretraining again
+    runner.record_pretraining_failure(first, "RuntimeError: diverged")
+    failed = runner.run_locked(the_plan, first, {})
+    assert failed["status"] == "failed" and "pretraining failed: RuntimeError: diverged" in failed["error"]
+    assert not runner.is_cached(first)
+    # a successful pretraining clears it; a stale one left beside a cached representation is ignored
+    assert runner.prepare_representation(the_plan, first) is None and runner.is_cached(first)
+    assert not runner.failure_file(first).exists()
+    runner.record_pretraining_failure(first, "RuntimeError: stale")
+    assert runner.run_locked(the_plan, first, {})["status"] == "ok"
+    # a job whose process died is stored as failed (status shows it), and run again next time
+    died = runner.record_death(second, "its process died: BrokenProcessPool")
+    assert runner.store.read(second)["error"] == died["error"] and not runner.store.is_done(second)
+    assert runner.record_death(first, "too late") is None  # it had finished: nothing overwritten
+    assert runner.store.is_done(first)

@@ -160,18 +160,43 @@ def _done(value):
     return future
 
 
+class DriverRunner:
+    """What run_waves asks of the driver's runner, recording the calls."""
+
+    def __init__(self):
+        self.notified, self.deaths = [], []
+
+    def is_cached(self, job):
+        return True
+
+    def notify_stored(self, job, result):
+        self.notified.append((job.seed, result["status"]))
+
+    def record_death(self, job, error):
+        self.deaths.append((job.seed, error))
+        return {"status": "failed", "error": error}
+
+
 def test_run_waves_hands_every_result_to_the_driver():
     from benchharness.waves import run_waves
 
-    jobs = [_job(0), _job(1), _job(2)]
+    jobs = [_job(0), _job(1), _job(2), _job(3)]
     results = {0: {"status": "ok", "metric": "m", "value": 1.0, "wall_seconds": 1.0},
                1: {"status": "failed", "error": "x"}, 2: None}  # 2: finished by another run
-    got = []
-    counts = run_waves(jobs, lambda job: True, lambda job: _done(None),
-                       lambda job: _done(results[job.seed]), {"done": 0, "skipped": 0, "failed": 0},
-                       lambda m: None, lambda job, result: got.append((job.seed, result["status"])))
-    assert counts == {"done": 1, "skipped": 1, "failed": 1}
-    assert sorted(got) == [(0, "ok"), (1, "failed")]
+
+    def start(job):
+        if job.seed == 3:  # its process died
+            future = Future()
+            future.set_exception(MemoryError("killed"))
+            return future
+        return _done(results[job.seed])
+
+    runner = DriverRunner()
+    counts = run_waves(jobs, runner, lambda job: _done(None), start,
+                       {"done": 0, "skipped": 0, "failed": 0}, lambda m: None)
+    assert counts == {"done": 1, "skipped": 1, "failed": 2}
+    assert sorted(runner.notified) == [(0, "ok"), (1, "failed"), (3, "failed")]
+    assert runner.deaths == [(3, "its process died: MemoryError: killed")]
 
 
 def test_notify_stored_sends_the_stored_result(tmp_path):

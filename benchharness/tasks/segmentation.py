@@ -27,6 +27,8 @@ size, the global batch (``batch_size x iter_size`` images) and lr.
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -208,6 +210,14 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
     model.train()
     pass_loss, guard = float("nan"), LossGuard("voc12-seg training")
     running = 0.0
+    rank, size = distributed.world()
+    # fewer images per minibatch than processes (FCN's batch 1 x iter_size 20): the ranks take
+    # turns over the accumulated minibatches instead, syncing gradients after their last one
+    by_turns = ddp_net is not None and cfg.batch_size < size
+    if by_turns and cfg.iter_size < size:
+        raise ValueError(f"voc12-seg: batch_size {cfg.batch_size} x iter_size {cfg.iter_size} cannot "
+                         f"be split among {size} processes")
+    last_turn = max(m for m in range(cfg.iter_size) if m % size == rank) if by_turns else None
     for it in ctx.bar(range(total), desc="train", leave=False):
         step = it % per_pass
         if step == 0:
@@ -218,9 +228,13 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
         # minibatches and steps once on their mean
         opt.zero_grad(set_to_none=True)
         for micro in range(cfg.iter_size):
+            if by_turns and micro % size != rank:
+                continue
             start = (step * cfg.iter_size + micro) * cfg.batch_size
             idx = [order[k % len(images)] for k in range(start, start + cfg.batch_size)]
-            if ddp_net is not None:  # this rank's share, padded and normalised as the whole
+            if by_turns:  # this rank's whole minibatch, normalised as in one process
+                divisor = loss_divisor([masks[i] for i in idx], cfg.loss_normalization)
+            elif ddp_net is not None:  # this rank's share, padded and normalised as the whole
                 divisor = loss_divisor([masks[i] for i in idx], cfg.loss_normalization)
                 whole = (max(masks[i].shape[-2] for i in idx), max(masks[i].shape[-1] for i in idx))
                 idx = distributed.shard(idx)
@@ -228,16 +242,18 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
             x = normalised_batch([images[i].flip(-1) if f else images[i] for i, f in zip(idx, flip)],
                                  model.input, device)
             y = label_batch([masks[i].flip(-1) if f else masks[i] for i, f in zip(idx, flip)], device)
-            if ddp_net is not None:
+            if ddp_net is not None and not by_turns:
                 x, y = pad_to(x, *whole), pad_to(y, *whole, value=IGNORE_LABEL)
-            with autocast(device, cfg.amp):
-                logits = (net if ddp_net is None else ddp_net)(x)
-            if ddp_net is not None:
-                part = segmentation_loss(logits, y, "none")
-                loss = distributed.global_mean(part, divisor) / cfg.iter_size
-            else:
-                loss = segmentation_loss(logits, y, cfg.loss_normalization) / cfg.iter_size
-            loss.backward()
+            no_sync = ddp_net.no_sync() if by_turns and micro != last_turn else contextlib.nullcontext()
+            with no_sync:
+                with autocast(device, cfg.amp):
+                    logits = (net if ddp_net is None else ddp_net)(x)
+                if ddp_net is not None:
+                    part = segmentation_loss(logits, y, "none")
+                    loss = distributed.global_mean(part, divisor) / cfg.iter_size
+                else:
+                    loss = segmentation_loss(logits, y, cfg.loss_normalization) / cfg.iter_size
+                loss.backward()
             running += loss.detach()
         opt.step()
         sched.step()

@@ -87,11 +87,11 @@ def main():
                    "or cluster=local / cluster=debug). Same result files; a job's numbers depend "
                    "on its thread count. [default: the suite's [executor] name, else inline]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes of the pool executor, or jobs at a time of submitit's local "
-                   "executor [default: the suite's [executor] workers, else one per visible GPU, "
-                   "or 1 on a CPU]. Same as --executor-option workers=N.")
+              help="Worker processes of the pool executor [default: the suite's [executor] "
+                   "workers, else one per visible GPU, or 1 on a CPU], or jobs at a time of "
+                   "submitit's local executor [default 1]. Same as --executor-option workers=N.")
 @click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
-              help="Set any [executor] key (repeatable), over the suite's: workers, cluster "
+              help="Set any [executor] key (repeatable), over the suite's: workers, nproc, cluster "
                    "(slurm|local|debug), partition, gpus, cpus, mem_gb, timeout_min, account, qos, "
                    "constraint, array_parallelism, setup, max_num_timeout, folder, wait, poll_s. "
                    "VALUE is read as TOML (4, true, [\"module load cuda\"]) or else as text. "

@@ -125,6 +125,26 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
+_FORWARDS = [0]  # data-parallel forward passes so far in this process (own_randomness)
+
+
+@contextmanager
+def own_randomness():
+    """Around a data-parallel forward pass: draw the random numbers inside (dropout masks) from
+    a stream of this rank's own, seeded from the job's seed, the pass and the rank, and leave
+    torch's global generator as it was, so that every rank keeps drawing the same minibatches
+    and RoI samples from it. A no-op in one process (its numbers stay what they were)."""
+    if not active():
+        yield
+        return
+    rank, size = world()
+    _FORWARDS[0] += 1
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed((torch.initial_seed() + 7919 * _FORWARDS[0] * size + rank) % 2**63)
+        yield
+
+
 def share(n: int) -> slice:
     """This rank's contiguous part of ``n`` items: the first ``n % world`` ranks take one more
     than the others. All of them in a single process. Fewer items than ranks is an error (a

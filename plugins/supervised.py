@@ -72,7 +72,8 @@ def pretrain(ctx: RunContext) -> Representation:
         for images, targets in batches:
             x = random_crop_batch(images, size, gen, scale=tuple(cfg["crop_scale"]))
             if distributed.active():  # this rank's share of the whole minibatch's mean loss
-                logits = net(convention.normalise(distributed.shard(x).to(ctx.device)))
+                with distributed.own_randomness():
+                    logits = net(convention.normalise(distributed.shard(x).to(ctx.device)))
                 part = nn.functional.cross_entropy(
                     logits, distributed.shard(targets).to(ctx.device), reduction="sum")
                 loop.step(distributed.global_mean(part, len(targets)))

@@ -20,7 +20,7 @@ a fixed bank of random crops (10 by default). Scored by the VOC AP evaluators.
 ``all`` trains data-parallel on several processes (``run --gpus-per-job N``): every rank draws
 the whole minibatch's crops, trains on its share and backpropagates its part of the whole
 minibatch's loss (:mod:`benchharness.distributed`), so the weights match one process's to
-float tolerance for trunks without dropout (with dropout, each rank draws its own masks).
+float tolerance for trunks without dropout (with dropout, each rank draws its masks from a stream of its own: equivalent in distribution only).
 Rank 0 alone predicts; ``info["distributed"]`` states the world size, the global batch and lr.
 """
 
@@ -290,7 +290,9 @@ def train(model: Classifier, representation, images, labels, cfg: ClsConfig, ctx
                                 h = model.frozen_part(bank.crops(images, idx, which, cfg.input_size))
                     logits = model.head(h, features_after if features is not None else None)
                 elif ddp_net is not None:  # the whole minibatch's crops; this rank's share
-                    logits = ddp_net(distributed.shard(fresh_crops(idx)))
+                    crops = distributed.shard(fresh_crops(idx))
+                    with distributed.own_randomness():
+                        logits = ddp_net(crops)
                 else:
                     logits = net(fresh_crops(idx))
             # as Caffe's SigmoidCrossEntropyLoss: summed over classes, averaged over images

@@ -28,7 +28,7 @@ part of the whole minibatch's loss, divided by the whole minibatch's RoI count
 (:mod:`benchharness.distributed`); ``images_per_batch`` must be at least the number of
 processes. Each share is padded to the whole minibatch's size, as border RoIs depend on the
 padding, so the weights match one process's to float tolerance for trunks without dropout
-(with dropout each rank draws its own masks). Rank 0 alone
+(with dropout each rank draws its masks from a stream of its own). Rank 0 alone
 detects; ``info["distributed"]`` states the world size, the global batch (in images) and lr.
 """
 
@@ -272,7 +272,8 @@ def train(model: FastRCNN, representation: Representation, data: DetSplit, cfg: 
                 batch = normalised_batch(images, model.input, device, sizes)
                 if ddp_net is not None:
                     batch = pad_to(batch, *whole)
-                cls_logits, deltas = (net if ddp_net is None else ddp_net)(batch, rois)
+                with distributed.own_randomness():
+                    cls_logits, deltas = (net if ddp_net is None else ddp_net)(batch, rois)
             if ddp_net is not None:
                 loss = distributed.global_mean(fast_rcnn_loss_sum(cls_logits, deltas, labels, targets),
                                                n_rois)

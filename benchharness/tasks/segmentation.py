@@ -17,8 +17,9 @@ pixel. Scored with ``miou`` (one confusion matrix over the whole split).
 ``all`` trains data-parallel on several processes (``run --gpus-per-job N``): every rank draws
 the whole minibatch (order, flips), runs the network on its contiguous share and
 backpropagates its part of the whole minibatch's loss, normalised by the whole minibatch's
-labelled pixels or images (:mod:`benchharness.distributed`); ``batch_size`` must be at least
-the number of processes. Each share is padded to the whole minibatch's size (FCN's scores
+labelled pixels or images (:mod:`benchharness.distributed`); with ``batch_size`` below the
+number of processes (FCN's 1) the ranks take turns over the ``iter_size`` accumulated
+minibatches instead, which needs ``iter_size`` at least the number of processes. Each share is padded to the whole minibatch's size (FCN's scores
 near an image's bottom and right borders depend on how far the padding reaches), so the
 weights match one process's to float tolerance for trunks without dropout (with dropout each
 rank draws its own masks). Rank 0 alone segments; ``info["distributed"]`` states the world
@@ -246,7 +247,7 @@ def train(model: FCN32s, images, masks, cfg: SegConfig, ctx: RunContext) -> floa
                 x, y = pad_to(x, *whole), pad_to(y, *whole, value=IGNORE_LABEL)
             no_sync = ddp_net.no_sync() if by_turns and micro != last_turn else contextlib.nullcontext()
             with no_sync:
-                with autocast(device, cfg.amp):
+                with autocast(device, cfg.amp), distributed.own_randomness():
                     logits = (net if ddp_net is None else ddp_net)(x)
                 if ddp_net is not None:
                     part = segmentation_loss(logits, y, "none")

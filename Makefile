@@ -6,7 +6,7 @@ BH := $(VENV)/bin/benchharness
 STAMP := $(VENV)/.installed
 WORLD ?= data/synthetic-small
 
-.PHONY: demo test test-fast bench setup clean-results
+.PHONY: demo test test-fast test-trackers bench setup clean-results
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP) $(WORLD)/.complete
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the MLflow and W&B tracker tests need those heavy optional packages (about 200 MB)
+test-trackers: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,trackers]"
+	$(PY) -m pytest -q tests/test_trackers.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -113,8 +113,7 @@ def test_a_killed_run_resumes(grid, tmp_path, executor):
     """Kill the driver (and its workers or local jobs) once the first result is stored; the same
     command then finishes the grid without redoing what was stored (inline: test_robustness)."""
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "benchharness.cli", *grid, "--results", str(results),
-               "--method", "random", *executor]
+    command = [sys.executable, "-m", "benchharness.cli", *grid, "--results", str(results), *executor]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, env=env)
@@ -128,11 +127,11 @@ def test_a_killed_run_resumes(grid, tmp_path, executor):
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     stored = {p.name for p in results.glob("runs/**/*.json")}
-    assert len(stored) == 1
+    assert 1 <= len(stored) < 4  # supervised's pretraining keeps the grid from finishing at once
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "1 of 2 jobs already finished" in out.stderr
-    assert len(values(results)) == 2 and all(v[0] == "ok" for v in values(results).values())
+    assert f"{len(stored)} of 4 jobs already finished" in out.stderr
+    assert len(values(results)) == 4 and all(v[0] == "ok" for v in values(results).values())
 
 
 def test_slurm_waves_and_parameters_through_mocked_slurm(grid, tmp_path, tiny_world):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchharness.data.synth import generate_world
 
@@ -42,3 +43,12 @@ def fast_suite(tmp_path) -> Path:
     path = tmp_path / "fast.toml"
     path.write_text(FAST_SUITE)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (a job's numbers depend on its thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -260,12 +260,12 @@ def _det_weights(world: Path, cache: Path) -> dict:
     return model.state_dict()
 
 
-def _seg_weights(world: Path, cache: Path) -> dict:
+def _fcn_weights(world: Path, cache: Path, **settings) -> dict:
     from benchharness.data.voc import VOCDevkit, locate_devkit
     from benchharness.tasks import segmentation as seg
     from benchharness.tasks.fcn import FCN32s
 
-    cfg = seg.SegConfig(iterations=2, batch_size=3, iter_size=2, lr=0.01)
+    cfg = seg.SegConfig(iterations=2, lr=0.01, **settings)
     ctx = _context(world, cache)
     images, masks, _ = seg.load_train(VOCDevkit(locate_devkit(world)), cfg, set(), ctx)
     assert len({im.shape for im in images}) > 1  # each share is padded as the whole minibatch
@@ -275,19 +275,13 @@ def _seg_weights(world: Path, cache: Path) -> dict:
     return model.state_dict()
 
 
+def _seg_weights(world: Path, cache: Path) -> dict:
+    return _fcn_weights(world, cache, batch_size=3, iter_size=2)
+
+
 def _seg_by_turns_weights(world: Path, cache: Path) -> dict:
     """FCN's own shape, one image per minibatch, accumulated: the ranks take turns (3 + 2)."""
-    from benchharness.data.voc import VOCDevkit, locate_devkit
-    from benchharness.tasks import segmentation as seg
-    from benchharness.tasks.fcn import FCN32s
-
-    cfg = seg.SegConfig(iterations=2, batch_size=1, iter_size=5, lr=0.01)
-    ctx = _context(world, cache)
-    images, masks, _ = seg.load_train(VOCDevkit(locate_devkit(world)), cfg, set(), ctx)
-    rep = _representation()
-    model = FCN32s(rep, 21)
-    seg.train(model, images, masks, cfg, ctx)
-    return model.state_dict()
+    return _fcn_weights(world, cache, batch_size=1, iter_size=5)
 
 
 @pytest.mark.parametrize("weights", [pytest.param(_cls_weights, marks=pytest.mark.slow),

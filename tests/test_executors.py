@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from benchharness.cli import main
 from benchharness.executors import check_executor, parse_option
 from benchharness.interfaces import BenchharnessError
 from benchharness.locks import FileLock
+from grid_results import values
 
 SUITE = """
 name = "grid"
@@ -35,23 +35,6 @@ protocols = ["fc8"]
 epochs = 2
 test_crops = 2
 """
-
-
-def values(results: Path) -> dict[tuple, tuple]:
-    """(method, protocol, seed) -> (status, value, threads) of every stored result."""
-    out = {}
-    for path in (results / "runs").rglob("*.json"):
-        r = json.loads(path.read_text())
-        out[(r["method"], r["protocol"], r["seed"])] = (r["status"], r["value"], r["torch_threads"])
-    return out
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

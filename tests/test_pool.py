@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from benchharness.cli import main
 from benchharness.interfaces import BenchharnessError
 from benchharness.suite import Suite
+from grid_results import values
 
 SUITE = """
 name = "pooled"
@@ -28,22 +27,6 @@ protocols = ["fc8", "fc6-8"]
 epochs = 2
 test_crops = 2
 """
-
-
-def values(results: Path) -> dict[tuple, tuple]:
-    out = {}
-    for path in (results / "runs").rglob("*.json"):
-        r = json.loads(path.read_text())
-        out[(r["method"], r["protocol"], r["seed"])] = (r["status"], r["value"], r["torch_threads"])
-    return out
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_pool_writes_the_values_inline_writes_and_resumes(tiny_world, tmp_path, one_thread):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchharness.data.lab import ABQuantizer, in_gamut_bins, rgb_to_lab
+from benchharness_plugins.colorization.lab import ABQuantizer, in_gamut_bins, rgb_to_lab
 from benchharness.interfaces import RunContext
 from benchharness.plugins import Registry
 from benchharness.representation import InputConvention, Representation

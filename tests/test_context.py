@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchharness.data.patches import (NEIGHBOUR_OFFSETS, PatchGrid, label_of_offset,
+from benchharness_plugins.context.patches import (NEIGHBOUR_OFFSETS, PatchGrid, label_of_offset,
                                        labels_from_boxes, offset_of_label)
 from benchharness.interfaces import RunContext
 from benchharness.plugins import Registry

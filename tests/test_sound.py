@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from benchharness.backbones import STAGES
-from benchharness.data.codes import BinaryCodes, KMeans
-from benchharness.data.sound_texture import TextureStatistics, band_edges, standardise
+from benchharness_plugins.sound.codes import BinaryCodes, KMeans
+from benchharness_plugins.sound.texture import TextureStatistics, band_edges, standardise
 from benchharness.data.synth_sound import make_sound
 from benchharness.data.video import write_clip
 from benchharness.interfaces import DataError, RunContext

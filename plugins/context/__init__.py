@@ -1,7 +1,7 @@
 """``context``: context prediction (Doersch, Gupta, Efros 2015), group ``self-sup``.
 
 Two patches are cut from a 3 x 3 grid laid on an unlabelled image (a gap between the cells and
-a random jitter of each patch, :mod:`benchharness.data.patches`): the centre cell and one of its
+a random jitter of each patch, :mod:`benchharness_plugins.context.patches`): the centre cell and one of its
 8 neighbours. Both go through the same trunk up to fc6; the two fc6 vectors, concatenated, feed
 two new fc layers and an 8-way softmax that names where the second patch came from. Against the
 paper's trivial shortcuts: chromatic aberration is removed by projecting out the green-magenta
@@ -36,7 +36,7 @@ from torchvision.ops import roi_align
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from benchharness.data.patches import PatchGrid
+from .patches import PatchGrid
 from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
                                              restore_stage_scales, split_held_out, subset)
 from benchharness.data.transforms import center_crop_batch

@@ -2,7 +2,7 @@
 
 The trunk sees only the L channel of CIE Lab (one input channel) and predicts, at every position
 of its conv5 feature map (before conv5's pooling), a distribution over the Q in-gamut ab bins of
-grid size 10 (:mod:`benchharness.data.lab`). Targets are the image's ab values averaged down to
+grid size 10 (:mod:`benchharness_plugins.colorization.lab`). Targets are the image's ab values averaged down to
 that map and soft-encoded (Gaussian, sigma 5, over the 5 nearest bins); the multinomial
 cross-entropy is reweighted per pixel by class rebalancing (lambda 0.5) against the
 Gaussian-smoothed empirical bin prior of the training pool.
@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from benchharness.data.lab import ABQuantizer, rgb_to_lab
+from .lab import ABQuantizer, rgb_to_lab
 from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
                                              restore_stage_scales, split_held_out, subset)
 from benchharness.data.transforms import center_crop_batch, random_crop_batch

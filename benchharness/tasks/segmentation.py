@@ -43,9 +43,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from .. import distributed
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
-from ..data.classes import IGNORE_LABEL
-from ..data.sbd import SEG11VALID, read_sbd, seg11valid
-from ..data.voc import VOCDevkit, locate_devkit
+from ..data.voc.classes import IGNORE_LABEL
+from ..data.voc.sbd import SEG11VALID, read_sbd, seg11valid
+from ..data.voc.devkit import VOCDevkit, locate_devkit
 from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, TransferOutput
@@ -66,7 +66,7 @@ class SegConfig:
 
     year: str = "2012"
     train_split: str = "train"
-    test_split: str = "val"  # or "seg11valid" (FCN's; see data/sbd.py)
+    test_split: str = "val"  # or "seg11valid" (FCN's; see data/voc/sbd.py)
     voc_train: bool = True  # the VOC train split trains
     sbd_root: str = ""  # SBD's benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt);
     # a relative path is looked up under the data root first

@@ -9,7 +9,7 @@ Gaussian-smoothed empirical bin prior of the training pool.
 
 The Representation takes ``lab-l`` input normalised as (L - 50) / 50; learned stages are
 conv1..conv5 (fc6 and fc7 stay random). At the end the learned stages get back the output scale
-they had at initialisation (:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one
+they had at initialisation (:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one
 positive factor per stage, the network's function unchanged up to scale), so that a linear
 classifier reads them at the scale the tasks' learning rates expect. The pretext measurement is
 the ab-bin accuracy (argmax bin against the pixel's true bin) on held-out images; chance is the
@@ -30,9 +30,9 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from .lab import ABQuantizer, rgb_to_lab
-from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
+from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
                                              restore_stage_scales, split_held_out, subset)
-from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard

@@ -17,7 +17,7 @@ pixels the small trunk's pool5 is 1 x 1, which its adaptive pool spreads over fc
 input; at 64 pixels, on whole images, fc6 then sees a real 3 x 3 map.) Learned stages: conv1..conv5 and fc6 (fc7 is not part of the pretext network and stays random).
 A trunk trained without normalisation layers drifts in scale (the pair head absorbs any factor);
 at the end the learned stages get back the output scale they had at initialisation
-(:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one positive factor per stage,
+(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one positive factor per stage,
 which leaves what the network computes unchanged up to scale). The pretext measurement is 8-way
 accuracy on pairs from held-out images (chance 1/8). Training state is saved every
 ``checkpoint_every`` steps, so a killed pretraining resumes.
@@ -37,9 +37,9 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from .patches import PatchGrid
-from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
+from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
                                              restore_stage_scales, split_held_out, subset)
-from benchharness.data.transforms import center_crop_batch
+from benchharness.data.loading.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard

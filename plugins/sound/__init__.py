@@ -38,10 +38,10 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
-from benchharness.data.clip_source import clip_folder, load_clip_split
+from benchharness.data.loading.clip_source import clip_folder, load_clip_split
 from .codes import BinaryCodes, KMeans
 from .texture import TextureStatistics, standardise
-from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs

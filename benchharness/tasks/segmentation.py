@@ -5,7 +5,7 @@ Protocols: ``all`` (everything fine-tunes) and ``fc6-8`` (conv1..conv5 frozen).
 Training on ``ImageSets/Segmentation/train`` (``voc_train``) plus, when ``sbd_root`` is set, the
 images of SBD's ``sbd_splits`` (Hariharan et al. 2011) that are not in the test split. FCN's
 reference (``voc-fcn-alexnet``) trains on SBD ``train`` alone and tests on ``seg11valid``
-(:mod:`..data.sbd`), which ``test_split = "seg11valid"`` selects. Images at their own size (or
+(:mod:`..data.voc.sbd`), which ``test_split = "seg11valid"`` selects. Images at their own size (or
 the short side resized to ``scale``), mirrored at random when ``flip``, ``batch_size`` padded
 into one minibatch; per-pixel softmax loss ignoring the void label 255 (and the padding),
 normalised as Caffe's ``SoftmaxWithLoss`` (``loss_normalization``); SGD with momentum, each

@@ -1,5 +1,5 @@
 """SBD's layout inside the synthetic world, so that FCN's reference setup (SBD ``train`` trains,
-``seg11valid`` scores; see :mod:`.sbd`) runs on it as on real data.
+``seg11valid`` scores; see :mod:`..voc.sbd`) runs on it as on real data.
 
 Made from the world's own VOC2012 segmentation images, as the real SBD overlaps VOC: SBD
 ``train`` holds VOC2012's segmentation ``train`` and the first quarter of its ``val`` (so

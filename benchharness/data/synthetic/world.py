@@ -5,7 +5,7 @@
     VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}        classification/detection
     VOCdevkit/VOC2012/{JPEGImages,Annotations,SegmentationClass,
                        ImageSets/Segmentation,ImageSets/Main}        segmentation
-    benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}            SBD's layout (synth_sbd.py)
+    benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}            SBD's layout (sbd.py)
     source/{train,val}/<class>/*.jpg                                 object-centric, labelled
     unlabelled/*.jpg                                                 scenes, no labels
     clips/clip_*.mkv, clips/manifest.json                            video with sound, true boxes

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from . import atomic
 from . import ddp_job
 from .data.voc.check import ensure_devkit
-from .data.voc.identity import DataIdentity, identify, synthetic_recipe
 from .data.voc.devkit import find_devkit
+from .data.voc.identity import DataIdentity, identify, synthetic_recipe
 from .export import export_predictions
 from .interfaces import BenchharnessError, DataError, RunContext
 from .locks import FileLock

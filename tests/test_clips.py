@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchharness.data.loading.clip_cache import load_clips
 from benchharness.data.datasets import locate_clips
-from benchharness.data.synthetic.world import CLASS_STYLES, _rng
-from benchharness.data.synthetic.clips import (CLIP_SIZES, MANIFEST, ClipSize, ensure_clips, make_clip,
-                                           read_manifest, write_clips)
-from benchharness.data.synthetic.sound import RECIPES, make_sound
+from benchharness.data.loading.clip_cache import load_clips
 from benchharness.data.loading.video import list_videos, read_clip, write_clip
+from benchharness.data.synthetic.clips import (CLIP_SIZES, MANIFEST, ClipSize, ensure_clips, make_clip,
+                                               read_manifest, write_clips)
+from benchharness.data.synthetic.sound import RECIPES, make_sound
+from benchharness.data.synthetic.world import CLASS_STYLES, _rng
 from benchharness.data.voc.classes import VOC_CLASSES
 from benchharness.interfaces import DataError
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchharness_plugins.context.patches import (NEIGHBOUR_OFFSETS, PatchGrid, label_of_offset,
-                                       labels_from_boxes, offset_of_label)
 from benchharness.interfaces import RunContext
 from benchharness.plugins import Registry
 from benchharness.representation import Representation
 from benchharness_plugins import context
+from benchharness_plugins.context.patches import (NEIGHBOUR_OFFSETS, PatchGrid, label_of_offset,
+                                                  labels_from_boxes, offset_of_label)
 
 
 def test_neighbour_labels_are_row_major_around_the_centre():

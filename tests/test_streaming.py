@@ -18,7 +18,7 @@ from benchharness.data.loading.image_cache import decode_resized
 from benchharness.data.loading.labelled import LabelledImages
 from benchharness.data.loading.pretext_pool import default_image_dirs, load_images, open_image_pool, subset
 from benchharness.data.loading.streaming import (DecodedImages, EpochBatches, StreamedImages, StreamLoader,
-                                         choose_data_mode)
+                                                 choose_data_mode)
 from benchharness.interfaces import DataError, RunContext
 from benchharness.plugins import Registry
 

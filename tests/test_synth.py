@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchharness.data.voc.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
 from benchharness.data.synthetic.world import (
     CLASS_STYLES,
     SIZES,
@@ -18,6 +17,7 @@ from benchharness.data.synthetic.world import (
     make_scene,
     world_is_complete,
 )
+from benchharness.data.voc.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
 from benchharness.data.voc.devkit import VOCClassificationDataset, VOCDevkit, locate_devkit
 from benchharness.interfaces import DataError
 

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save
 
 from .. import __version__, atomic
 from ..accel import precision
-from ..data.voc.identity import identify
 from ..data.loading.transforms import crop_batch, sample_boxes
+from ..data.voc.identity import identify
 from ..suite import config_hash
 
 

@@ -44,8 +44,8 @@ from torchvision.transforms.v2 import functional as TF
 from .. import distributed
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
 from ..data.voc.classes import IGNORE_LABEL
-from ..data.voc.sbd import SEG11VALID, read_sbd, seg11valid
 from ..data.voc.devkit import VOCDevkit, locate_devkit
+from ..data.voc.sbd import SEG11VALID, read_sbd, seg11valid
 from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, TransferOutput

@@ -50,7 +50,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                             restore_stage_scales, split_held_out)
+                                                    restore_stage_scales, split_held_out)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation

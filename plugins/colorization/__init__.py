@@ -29,13 +29,13 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from .lab import ABQuantizer, rgb_to_lab
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                             restore_stage_scales, split_held_out, subset)
+                                                    restore_stage_scales, split_held_out, subset)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
+from .lab import ABQuantizer, rgb_to_lab
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size

@@ -36,13 +36,13 @@ from torchvision.ops import roi_align
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from .patches import PatchGrid
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                             restore_stage_scales, split_held_out, subset)
+                                                    restore_stage_scales, split_held_out, subset)
 from benchharness.data.loading.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
+from .patches import PatchGrid
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size

@@ -39,12 +39,12 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.loading.clip_source import clip_folder, load_clip_split
-from .codes import BinaryCodes, KMeans
-from .texture import TextureStatistics, standardise
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
+from .codes import BinaryCodes, KMeans
+from .texture import TextureStatistics, standardise
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # frames in memory, streamed from disk, or by size

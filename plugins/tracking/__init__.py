@@ -40,11 +40,11 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.loading.clip_source import clip_folder, load_clip_split
-from .tracks import DETECTORS, TRACKERS, TrackedPairs, mine_pairs
 from benchharness.data.loading.transforms import crop_batch
 from benchharness.interfaces import DataError, Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
+from .tracks import DETECTORS, TRACKERS, TrackedPairs, mine_pairs
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # frames in memory, streamed from disk, or by size

@@ -502,7 +502,7 @@ def check(root, years, quick):
     """Validate a VOCdevkit tree and list every problem at once (file:line: message): unreadable
     or truncated images, malformed XML, boxes outside the image or inverted, unknown classes,
     split files naming missing files, masks with labels other than 0-20/255 or of the wrong size."""
-    from .data.check import check_devkit, format_problems
+    from .data.voc.check import check_devkit, format_problems
     from .runner import progress_bar
 
     problems = check_devkit(Path(root), years or None, quick=quick, progress=progress_bar)
@@ -521,7 +521,7 @@ def check(root, years, quick):
 def fetch(dataset, dest, base_url, remove_archives):
     """Download the official archives (resuming partial downloads), verify their checksums and
     extract them safely (nothing outside DEST, no links out of it)."""
-    from .data.fetch import WHAT_IT_GIVES, fetch_dataset
+    from .data.voc.fetch import WHAT_IT_GIVES, fetch_dataset
 
     path = fetch_dataset(dataset, Path(dest), base_url=base_url, keep_archives=not remove_archives,
                          log=lambda m: click.echo(m, err=True))
@@ -541,7 +541,7 @@ def synth(out, seed, size):
     """Generate the synthetic VOC-format world: VOC2007 (classification, detection), VOC2012
     (segmentation masks), a labelled source set (ImageNet stand-in), an unlabelled pool and
     video clips with sound (for tracking and sound)."""
-    from .data.synth import generate_world
+    from .data.synthetic.world import generate_world
     from .runner import progress_bar
 
     path = generate_world(Path(out), seed=seed, size=size, progress=progress_bar)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import write_bytes
-from .data.classes import VOC_PALETTE
+from .data.voc.classes import VOC_PALETTE
 from .evaluators.results_files import cls_results_path, det_results_path, seg_results_path
 from .interfaces import Predictions
 

@@ -17,8 +17,8 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .backbones import STAGES
-from .data.transforms import resize_square
-from .data.voc import load_image
+from .data.loading.transforms import resize_square
+from .data.voc.devkit import load_image
 from .interfaces import DataError
 from .representation import Representation
 

@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from . import ddp_job
-from .data.check import ensure_devkit
-from .data.identity import DataIdentity, identify, synthetic_recipe
-from .data.voc import find_devkit
+from .data.voc.check import ensure_devkit
+from .data.voc.devkit import find_devkit
+from .data.voc.identity import DataIdentity, identify, synthetic_recipe
 from .export import export_predictions
 from .interfaces import BenchharnessError, DataError, RunContext
 from .locks import FileLock
@@ -78,7 +78,7 @@ def _may_generate_into(root: Path) -> bool:
 
 def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], None]) -> Path:
     """The data root to use, after checking that it holds PASCAL VOC in one of the accepted
-    layouts (:data:`~benchharness.data.voc.LAYOUTS`) and logging which one was found.
+    layouts (:data:`~benchharness.data.voc.devkit.LAYOUTS`) and logging which one was found.
 
     A root the user gives (``override``) is only read: never written into, never filled with a
     synthetic world. The synthetic world of a suite with a ``[synthetic]`` section is generated
@@ -89,15 +89,15 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
     root = Path(override) if override else default
     ours = suite.synthetic is not None and root.resolve() == default.resolve()
     if ours and not (root / ".complete").is_file() and _may_generate_into(root):
-        from .data.synth import generate_world
+        from .data.synthetic.world import generate_world
 
         log(f"generating the synthetic world in {root} (seed {suite.synthetic.get('seed', 0)}, "
             f"size {suite.synthetic.get('size', 'small')})")
         generate_world(root, seed=int(suite.synthetic.get("seed", 0)),
                        size=str(suite.synthetic.get("size", "small")), progress=progress_bar)
     elif ours and (root / ".complete").is_file():  # a world generated before worlds had these
-        from .data.synth_clips import ensure_clips
-        from .data.synth_proposals import ensure_proposals
+        from .data.synthetic.clips import ensure_clips
+        from .data.synthetic.proposals import ensure_proposals
 
         if ensure_clips(root, progress_bar):
             log(f"added the video clips to the synthetic world in {root}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchharness.data.classes import VOC_CLASSES
+from benchharness.data.voc.classes import VOC_CLASSES
 from benchharness.evaluators.voc_ap import ap_voc07_11pt, cumulative_pr
 from benchharness.evaluators.voc_det import evaluate_detection
 from benchharness.interfaces import ClassDetections, DetGroundTruth, DetObject, Predictions

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchharness.data.synth import generate_world
+from benchharness.data.synthetic.world import generate_world
 
 FAST_SUITE = """
 name = "fast"

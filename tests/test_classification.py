@@ -97,7 +97,7 @@ def test_crop_bank_is_fixed_by_its_seed_and_stays_inside_the_image():
 
 
 def test_decoded_images_are_cached_and_memory_mapped(tiny_world, tmp_path):
-    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
     from benchharness.tasks.classification import load_split
 
     devkit = VOCDevkit(locate_devkit(tiny_world))

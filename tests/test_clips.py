@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchharness.data.clip_cache import load_clips
 from benchharness.data.datasets import locate_clips
-from benchharness.data.synth import CLASS_STYLES, _rng
-from benchharness.data.synth_clips import (CLIP_SIZES, MANIFEST, ClipSize, ensure_clips, make_clip,
-                                           read_manifest, write_clips)
-from benchharness.data.synth_sound import RECIPES, make_sound
-from benchharness.data.video import list_videos, read_clip, write_clip
-from benchharness.data.classes import VOC_CLASSES
+from benchharness.data.loading.clip_cache import load_clips
+from benchharness.data.loading.video import list_videos, read_clip, write_clip
+from benchharness.data.synthetic.clips import (CLIP_SIZES, MANIFEST, ClipSize, ensure_clips, make_clip,
+                                               read_manifest, write_clips)
+from benchharness.data.synthetic.sound import RECIPES, make_sound
+from benchharness.data.synthetic.world import CLASS_STYLES, _rng
+from benchharness.data.voc.classes import VOC_CLASSES
 from benchharness.interfaces import DataError
 
 TINY = CLIP_SIZES["tiny"]
@@ -188,7 +188,7 @@ def test_clip_cache_decodes_once(tmp_path: Path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr("benchharness.data.clip_cache.read_clip", no_decoding)
+    monkeypatch.setattr("benchharness.data.loading.clip_cache.read_clip", no_decoding)
     second = load_clips(folder, 8, 32, audio_seconds=0.5, need_audio=True, cache_dir=tmp_path / "cache")
     assert np.array_equal(second.frames, first.frames) and np.array_equal(second.audio, first.audio)
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from benchharness.backbones import build
-from benchharness.data.transforms import caffe_scale_boxes, random_crop_batch
+from benchharness.data.loading.transforms import caffe_scale_boxes, random_crop_batch
 from benchharness.interfaces import RunContext
 from benchharness.representation import Representation
 from benchharness.tasks import classification as cls

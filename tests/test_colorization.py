@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchharness.data.lab import ABQuantizer, in_gamut_bins, rgb_to_lab
 from benchharness.interfaces import RunContext
 from benchharness.plugins import Registry
 from benchharness.representation import InputConvention, Representation
 from benchharness_plugins import colorization
+from benchharness_plugins.colorization.lab import ABQuantizer, in_gamut_bins, rgb_to_lab
 
 
 def test_lab_of_known_colours():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchharness.data.patches import (NEIGHBOUR_OFFSETS, PatchGrid, label_of_offset,
-                                       labels_from_boxes, offset_of_label)
 from benchharness.interfaces import RunContext
 from benchharness.plugins import Registry
 from benchharness.representation import Representation
 from benchharness_plugins import context
+from benchharness_plugins.context.patches import (NEIGHBOUR_OFFSETS, PatchGrid, label_of_offset,
+                                                  labels_from_boxes, offset_of_label)
 
 
 def test_neighbour_labels_are_row_major_around_the_centre():
@@ -129,7 +129,7 @@ def test_method_is_registered_through_its_entry_point():
 
 
 def test_pretext_pool_is_decoded_once_and_cached(tiny_world, tmp_path):
-    from benchharness.data.pretext_pool import default_image_dirs, load_images
+    from benchharness.data.loading.pretext_pool import default_image_dirs, load_images
     dirs = default_image_dirs(tiny_world)
     first = load_images(dirs, 24, cache_dir=tmp_path)
     cached = list((tmp_path / "images").glob("pretext-pool-24-*.npy"))
@@ -142,7 +142,7 @@ def test_pretext_pool_is_decoded_once_and_cached(tiny_world, tmp_path):
 
 def test_restoring_stage_scales_changes_outputs_only_by_a_factor_per_stage():
     from benchharness.backbones import STAGES, build
-    from benchharness.data.pretext_pool import restore_stage_scales, stage_rms
+    from benchharness.data.loading.pretext_pool import restore_stage_scales, stage_rms
     torch.manual_seed(0)
     reference, net = build("alexnet-small"), build("alexnet-small")
     with torch.no_grad():  # a trained trunk whose scale drifted: shrink conv2, blow up conv4

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchharness.data.check import Problem, check_devkit, ensure_devkit, format_problems
-from benchharness.data.classes import VOC_PALETTE
-from benchharness.data.voc import VOCDevkit
+from benchharness.data.voc.check import Problem, check_devkit, ensure_devkit, format_problems
+from benchharness.data.voc.classes import VOC_PALETTE
+from benchharness.data.voc.devkit import VOCDevkit
 from benchharness.interfaces import DataError
 
 
@@ -209,7 +209,7 @@ def test_jpeg_without_end_marker_is_caught_whatever_the_decoder(tiny_world, tmp_
     """The EOI check stands on its own: even a decoder that accepted the file is overruled."""
     import torch
 
-    from benchharness.data import check
+    from benchharness.data.voc import check
 
     monkeypatch.setattr(check, "load_image", lambda path: torch.zeros(3, 5, 7, dtype=torch.uint8))
     source = next((tiny_world / "VOCdevkit" / "VOC2007" / "JPEGImages").glob("*.jpg")).read_bytes()

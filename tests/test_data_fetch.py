@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from benchharness.data import fetch
-from benchharness.data.fetch import Archive, fetch_dataset, safe_extract
+from benchharness.data.voc import fetch
+from benchharness.data.voc.fetch import Archive, fetch_dataset, safe_extract
 from benchharness.interfaces import DataError
 
 GOOD_FILES = {

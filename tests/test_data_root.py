@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from benchharness.cli import main
-from benchharness.data.identity import identify, split_fingerprint
-from benchharness.data.voc import LAYOUTS, find_devkit, locate_devkit
+from benchharness.data.voc.devkit import LAYOUTS, find_devkit, locate_devkit
+from benchharness.data.voc.identity import identify, split_fingerprint
 from benchharness.interfaces import DataError
 from benchharness.runner import prepare_data_root
 from benchharness.suite import load_suite

@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import box_iou
 
 from benchharness.backbones import build
-from benchharness.data.voc import VOCDevkit, locate_devkit
+from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
 from benchharness.evaluators.voc_det import iou_inclusive
 from benchharness.interfaces import DataError, RunContext
 from benchharness.representation import Representation
@@ -162,7 +162,7 @@ def test_selective_search_is_cached_and_reused(tiny_world, tmp_path, monkeypatch
 def test_the_world_ships_its_proposals_and_an_older_world_gets_them(tiny_world, tmp_path):
     import shutil
 
-    from benchharness.data import synth_proposals
+    from benchharness.data.synthetic import proposals as synth_proposals
 
     devkit = VOCDevkit(locate_devkit(tiny_world))
     for split in synth_proposals.SPLITS:

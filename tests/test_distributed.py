@@ -228,7 +228,7 @@ def _representation():
 
 
 def _cls_weights(world: Path, cache: Path) -> dict:
-    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
     from benchharness.tasks import classification as cls
 
     cfg = cls.ClsConfig(iterations=3, batch_size=5, input_size=64, store_size=80, clip_gradients=10.0)
@@ -242,7 +242,7 @@ def _cls_weights(world: Path, cache: Path) -> dict:
 
 
 def _det_weights(world: Path, cache: Path) -> dict:
-    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
     from benchharness.evaluators.ground_truth import det_ground_truth
     from benchharness.tasks import detection
     from benchharness.tasks.fast_rcnn import FastRCNN
@@ -261,7 +261,7 @@ def _det_weights(world: Path, cache: Path) -> dict:
 
 
 def _fcn_weights(world: Path, cache: Path, **settings) -> dict:
-    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
     from benchharness.tasks import segmentation as seg
     from benchharness.tasks.fcn import FCN32s
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from benchharness.cli import main
-from benchharness.data.classes import VOC_CLASSES
-from benchharness.data.voc import VOCDevkit, locate_devkit
+from benchharness.data.voc.classes import VOC_CLASSES
+from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
 from benchharness.evaluators.ground_truth import (
     SEG_CLASSES,
     cls_ground_truth,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchharness.data.classes import VOC_PALETTE
+from benchharness.data.voc.classes import VOC_PALETTE
 from benchharness.evaluators.results_files import (
     read_cls_results,
     read_det_results,

@@ -162,8 +162,8 @@ def _split(root, year, name, ids):
 
 
 def test_seg11valid_is_val_minus_sbd_train(tmp_path):
-    from benchharness.data.sbd import seg11valid
-    from benchharness.data.voc import VOCDevkit
+    from benchharness.data.voc.devkit import VOCDevkit
+    from benchharness.data.voc.sbd import seg11valid
     from benchharness.interfaces import DataError
 
     devkit_root, sbd = tmp_path / "VOCdevkit", tmp_path / "sbd"
@@ -295,9 +295,9 @@ def test_fixed_upsampling_is_not_trained():
 def test_reference_setup_sbd_train_and_seg11valid_on_the_tiny_world(tiny_world, tmp_path):
     """FCN's setup as voc-transfer.toml gives it: SBD train alone trains (found under the data
     root), seg11valid = VOC2012 val minus SBD train scores."""
-    from benchharness.data.sbd import read_sbd_split
-    from benchharness.data.synth_sbd import SBD_DIR
-    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.data.synthetic.sbd import SBD_DIR
+    from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
+    from benchharness.data.voc.sbd import read_sbd_split
 
     devkit = VOCDevkit(locate_devkit(tiny_world))
     val = devkit.read_split("2012", "val", "Segmentation")
@@ -328,9 +328,9 @@ def test_a_relative_sbd_root_is_found_under_the_data_root(tmp_path, monkeypatch)
 
 
 def test_the_synthetic_world_has_sbd_and_a_proper_seg11valid(tiny_world, tmp_path):
-    from benchharness.data.sbd import read_sbd_mask, read_sbd_split, seg11valid
-    from benchharness.data.synth_sbd import SBD_DIR, mat_bytes, write_sbd
-    from benchharness.data.voc import VOCDevkit, locate_devkit
+    from benchharness.data.synthetic.sbd import SBD_DIR, mat_bytes, write_sbd
+    from benchharness.data.voc.devkit import VOCDevkit, locate_devkit
+    from benchharness.data.voc.sbd import read_sbd_mask, read_sbd_split, seg11valid
     from benchharness.interfaces import DataError
 
     devkit = VOCDevkit(locate_devkit(tiny_world))

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from benchharness.backbones import STAGES
-from benchharness.data.codes import BinaryCodes, KMeans
-from benchharness.data.sound_texture import TextureStatistics, band_edges, standardise
-from benchharness.data.synth_sound import make_sound
-from benchharness.data.video import write_clip
+from benchharness.data.loading.video import write_clip
+from benchharness.data.synthetic.sound import make_sound
 from benchharness.interfaces import DataError, RunContext
 from benchharness.plugins import Registry
 from benchharness.representation import Representation
 from benchharness_plugins import sound
+from benchharness_plugins.sound.codes import BinaryCodes, KMeans
+from benchharness_plugins.sound.texture import TextureStatistics, band_edges, standardise
 
 SR = 16_000
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from benchharness.data import folders, streaming
-from benchharness.data.clip_cache import load_clips
-from benchharness.data.clip_stream import StreamedClips
-from benchharness.data.folders import list_image_folder, load_image_folder
-from benchharness.data.image_cache import decode_resized
-from benchharness.data.labelled import LabelledImages
-from benchharness.data.pretext_pool import default_image_dirs, load_images, open_image_pool, subset
-from benchharness.data.streaming import (DecodedImages, EpochBatches, StreamedImages, StreamLoader,
-                                         choose_data_mode)
+from benchharness.data.loading import folders, streaming
+from benchharness.data.loading.clip_cache import load_clips
+from benchharness.data.loading.clip_stream import StreamedClips
+from benchharness.data.loading.folders import list_image_folder, load_image_folder
+from benchharness.data.loading.image_cache import decode_resized
+from benchharness.data.loading.labelled import LabelledImages
+from benchharness.data.loading.pretext_pool import default_image_dirs, load_images, open_image_pool, subset
+from benchharness.data.loading.streaming import (DecodedImages, EpochBatches, StreamedImages, StreamLoader,
+                                                 choose_data_mode)
 from benchharness.interfaces import DataError, RunContext
 from benchharness.plugins import Registry
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchharness.data.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
-from benchharness.data.synth import (
+from benchharness.data.synthetic.world import (
     CLASS_STYLES,
     SIZES,
     generate_world,
     make_scene,
     world_is_complete,
 )
-from benchharness.data.voc import VOCClassificationDataset, VOCDevkit, locate_devkit
+from benchharness.data.voc.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
+from benchharness.data.voc.devkit import VOCClassificationDataset, VOCDevkit, locate_devkit
 from benchharness.interfaces import DataError
 
 TINY = SIZES["tiny"]

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from benchharness.backbones import STAGES
-from benchharness.data.classes import VOC_CLASSES
-from benchharness.data.synth import _rng
-from benchharness.data.synth_clips import ClipSize, make_clip
-from benchharness.data.tracks import mine_pairs, moving_boxes, square_patch, track_box
-from benchharness.data.video import write_clip
+from benchharness.data.loading.video import write_clip
+from benchharness.data.synthetic.clips import ClipSize, make_clip
+from benchharness.data.synthetic.world import _rng
+from benchharness.data.voc.classes import VOC_CLASSES
 from benchharness.interfaces import DataError, RunContext
 from benchharness.plugins import Registry
 from benchharness.representation import Representation
 from benchharness.training import EpochCheckpoint
 from benchharness_plugins import tracking
+from benchharness_plugins.tracking.tracks import mine_pairs, moving_boxes, square_patch, track_box
 
 SIZE = ClipSize(clips=0, frames=16, side=96, fps=16)
 MOVERS = ["aeroplane", "bicycle", "bus", "car", "cat", "dog", "horse", "motorbike", "person", "train",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import roi_align
 
-from benchharness.data.transforms import crop_batch, random_boxes
+from benchharness.data.loading.transforms import crop_batch, random_boxes
 
 
 def test_crop_batch_equals_one_roi_align_per_image_whatever_the_thread_count():

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchharness.data.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
-from benchharness.data.voc import (
+from benchharness.data.voc.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
+from benchharness.data.voc.devkit import (
     Annotation,
     VOCClassificationDataset,
     VOCDevkit,

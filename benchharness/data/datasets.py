@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..hookspecs import hookimpl
 from ..interfaces import DataError, DatasetSpec
-from .voc import locate_devkit
+from .voc.devkit import locate_devkit
 
 
 def _voc_year(year: str):

@@ -1,4 +1,4 @@
-"""Ground truth of a VOC split, built with the devkit readers of :mod:`benchharness.data.voc`.
+"""Ground truth of a VOC split, built with the devkit readers of :mod:`benchharness.data.voc.devkit`.
 
 * :func:`cls_ground_truth`: ``ImageSets/Main/<class>_<split>.txt`` labels (1 / -1 / 0);
 * :func:`det_ground_truth`: the objects of ``Annotations/<id>.xml`` for the ids of
@@ -14,8 +14,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Sequence
 
-from ..data.classes import IGNORE_LABEL, VOC_CLASSES
-from ..data.voc import VOCDevkit
+from ..data.voc.classes import IGNORE_LABEL, VOC_CLASSES
+from ..data.voc.devkit import VOCDevkit
 from ..interfaces import ClsGroundTruth, DetGroundTruth, DetObject, SegGroundTruth
 
 SEG_CLASSES: tuple[str, ...] = ("background",) + VOC_CLASSES

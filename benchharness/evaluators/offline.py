@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.classes import VOC_CLASSES
-from ..data.voc import VOCDevkit, locate_devkit
+from ..data.voc.classes import VOC_CLASSES
+from ..data.voc.devkit import VOCDevkit, locate_devkit
 from ..interfaces import BenchharnessError, Metrics
 from .ground_truth import SEG_CLASSES, cls_ground_truth, det_ground_truth, seg_ground_truth
 from .results_files import read_cls_results, read_det_results, read_seg_results

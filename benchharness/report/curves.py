@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.voc import VOCDevkit, locate_devkit
+from ..data.voc.devkit import VOCDevkit, locate_devkit
 from ..evaluators.ground_truth import cls_ground_truth, det_ground_truth
 from ..evaluators.results_files import read_cls_results, read_det_results
 from ..evaluators.voc_ap import classification_pr

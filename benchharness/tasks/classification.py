@@ -40,10 +40,10 @@ from .. import distributed
 from ..accel import (autocast, images_home, peak_memory_mb, prepare_model, reset_peak_memory,
                      to_device)
 from ..backbones import STAGES
-from ..data.classes import VOC_CLASSES
-from ..data.image_cache import cached_images, decode_resized
-from ..data.transforms import CROP_MODES, random_crop_batch
-from ..data.voc import VOCDevkit, locate_devkit
+from ..data.loading.image_cache import cached_images, decode_resized
+from ..data.loading.transforms import CROP_MODES, random_crop_batch
+from ..data.voc.classes import VOC_CLASSES
+from ..data.voc.devkit import VOCDevkit, locate_devkit
 from ..hookspecs import hookimpl
 from ..interfaces import ClsGroundTruth, Predictions, RunContext, Task, TransferOutput
 from ..representation import Representation

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save
 
 from .. import __version__, atomic
 from ..accel import precision
-from ..data.identity import identify
-from ..data.transforms import crop_batch, sample_boxes
+from ..data.loading.transforms import crop_batch, sample_boxes
+from ..data.voc.identity import identify
 from ..suite import config_hash
 
 
@@ -35,7 +35,7 @@ class CropBank:
     def make(cls, n: int, k: int, side: int, scale, ratio=(3 / 4, 4 / 3), seed: int = 0,
              mirror: bool = True, mode: str = "area", out_size: int = 0) -> "CropBank":
         """K random-scale crops (and mirror flags) for each of ``n`` images, from ``seed``;
-        ``mode`` and ``out_size`` as in :func:`..data.transforms.sample_boxes`."""
+        ``mode`` and ``out_size`` as in :func:`..data.loading.transforms.sample_boxes`."""
         gen = torch.Generator().manual_seed(seed)
         boxes = sample_boxes(n * k, side, out_size, mode, tuple(scale), tuple(ratio), gen).view(n, k, 4)
         flips = (torch.rand(n, k, generator=gen) < 0.5) if mirror else torch.zeros(n, k, dtype=torch.bool)

@@ -44,8 +44,8 @@ import torch
 
 from .. import distributed
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
-from ..data.classes import VOC_CLASSES
-from ..data.voc import VOCDevkit, locate_devkit
+from ..data.voc.classes import VOC_CLASSES
+from ..data.voc.devkit import VOCDevkit, locate_devkit
 from ..evaluators.ground_truth import det_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import ClassDetections, DetGroundTruth, Predictions, RunContext, Task, TransferOutput

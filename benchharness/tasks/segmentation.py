@@ -5,7 +5,7 @@ Protocols: ``all`` (everything fine-tunes) and ``fc6-8`` (conv1..conv5 frozen).
 Training on ``ImageSets/Segmentation/train`` (``voc_train``) plus, when ``sbd_root`` is set, the
 images of SBD's ``sbd_splits`` (Hariharan et al. 2011) that are not in the test split. FCN's
 reference (``voc-fcn-alexnet``) trains on SBD ``train`` alone and tests on ``seg11valid``
-(:mod:`..data.sbd`), which ``test_split = "seg11valid"`` selects. Images at their own size (or
+(:mod:`..data.voc.sbd`), which ``test_split = "seg11valid"`` selects. Images at their own size (or
 the short side resized to ``scale``), mirrored at random when ``flip``, ``batch_size`` padded
 into one minibatch; per-pixel softmax loss ignoring the void label 255 (and the padding),
 normalised as Caffe's ``SoftmaxWithLoss`` (``loss_normalization``); SGD with momentum, each
@@ -43,9 +43,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from .. import distributed
 from ..accel import autocast, peak_memory_mb, prepare_model, reset_peak_memory
-from ..data.classes import IGNORE_LABEL
-from ..data.sbd import SEG11VALID, read_sbd, seg11valid
-from ..data.voc import VOCDevkit, locate_devkit
+from ..data.voc.classes import IGNORE_LABEL
+from ..data.voc.devkit import VOCDevkit, locate_devkit
+from ..data.voc.sbd import SEG11VALID, read_sbd, seg11valid
 from ..evaluators.ground_truth import SEG_CLASSES, seg_ground_truth
 from ..hookspecs import hookimpl
 from ..interfaces import Predictions, SegGroundTruth, RunContext, Task, TransferOutput
@@ -66,7 +66,7 @@ class SegConfig:
 
     year: str = "2012"
     train_split: str = "train"
-    test_split: str = "val"  # or "seg11valid" (FCN's; see data/sbd.py)
+    test_split: str = "val"  # or "seg11valid" (FCN's; see data/voc/sbd.py)
     voc_train: bool = True  # the VOC train split trains
     sbd_root: str = ""  # SBD's benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt);
     # a relative path is looked up under the data root first

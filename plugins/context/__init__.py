@@ -1,7 +1,7 @@
 """``context``: context prediction (Doersch, Gupta, Efros 2015), group ``self-sup``.
 
 Two patches are cut from a 3 x 3 grid laid on an unlabelled image (a gap between the cells and
-a random jitter of each patch, :mod:`benchharness.data.patches`): the centre cell and one of its
+a random jitter of each patch, :mod:`benchharness_plugins.context.patches`): the centre cell and one of its
 8 neighbours. Both go through the same trunk up to fc6; the two fc6 vectors, concatenated, feed
 two new fc layers and an 8-way softmax that names where the second patch came from. Against the
 paper's trivial shortcuts: chromatic aberration is removed by projecting out the green-magenta
@@ -17,7 +17,7 @@ pixels the small trunk's pool5 is 1 x 1, which its adaptive pool spreads over fc
 input; at 64 pixels, on whole images, fc6 then sees a real 3 x 3 map.) Learned stages: conv1..conv5 and fc6 (fc7 is not part of the pretext network and stays random).
 A trunk trained without normalisation layers drifts in scale (the pair head absorbs any factor);
 at the end the learned stages get back the output scale they had at initialisation
-(:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one positive factor per stage,
+(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one positive factor per stage,
 which leaves what the network computes unchanged up to scale). The pretext measurement is 8-way
 accuracy on pairs from held-out images (chance 1/8). Training state is saved every
 ``checkpoint_every`` steps, so a killed pretraining resumes.
@@ -36,13 +36,13 @@ from torchvision.ops import roi_align
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from benchharness.data.patches import PatchGrid
-from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
-                                             restore_stage_scales, split_held_out, subset)
-from benchharness.data.transforms import center_crop_batch
+from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
+                                                    restore_stage_scales, split_held_out, subset)
+from benchharness.data.loading.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
+from .patches import PatchGrid
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size

@@ -2,7 +2,7 @@
 
 Training loops ask for the epoch's minibatches and for the tree in order (evaluation); whether
 the pixels come from one decoded array or from DataLoader workers is the ``data`` setting's
-business (:func:`~benchharness.data.streaming.choose_data_mode`), not the loop's. Both draw the
+business (:func:`~benchharness.data.loading.streaming.choose_data_mode`), not the loop's. Both draw the
 same minibatches from the loop's generator.
 """
 

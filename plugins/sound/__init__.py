@@ -3,7 +3,7 @@
 Each clip's audio is summarised by sound-texture statistics (McDermott & Simoncelli: envelopes
 of an ERB-spaced filterbank, compressed; per band their mean, coefficient of variation and
 modulation power in octave bands, and the correlations between bands; see
-:mod:`benchharness.data.sound_texture`), standardised over the training clips. Then either:
+:mod:`benchharness_plugins.sound.texture`), standardised over the training clips. Then either:
 
 - ``target = "clusters"`` (default, the paper's main model): k-means with ``clusters`` (30)
   centres; the trunk plus a linear layer on fc7 predicts a frame's cluster (softmax
@@ -38,13 +38,13 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
-from benchharness.data.clip_source import clip_folder, load_clip_split
-from benchharness.data.codes import BinaryCodes, KMeans
-from benchharness.data.sound_texture import TextureStatistics, standardise
-from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.data.loading.clip_source import clip_folder, load_clip_split
+from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
+from .codes import BinaryCodes, KMeans
+from .texture import TextureStatistics, standardise
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # frames in memory, streamed from disk, or by size

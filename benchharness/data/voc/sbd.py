@@ -15,8 +15,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..interfaces import DataError
-from .voc import VOCDevkit, load_image
+from ...interfaces import DataError
+from .devkit import VOCDevkit, load_image
 
 SEG11VALID = "seg11valid"
 

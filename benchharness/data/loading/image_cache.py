@@ -14,9 +14,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import atomic
+from ... import atomic
+from ..voc.devkit import load_image
 from .transforms import resize_square
-from .voc import load_image
 
 
 def decode_resized(paths: Sequence[Path], size: int, progress=None, desc: str = "decode") -> torch.Tensor:

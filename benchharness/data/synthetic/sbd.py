@@ -1,5 +1,5 @@
 """SBD's layout inside the synthetic world, so that FCN's reference setup (SBD ``train`` trains,
-``seg11valid`` scores; see :mod:`.sbd`) runs on it as on real data.
+``seg11valid`` scores; see :mod:`..voc.sbd`) runs on it as on real data.
 
 Made from the world's own VOC2012 segmentation images, as the real SBD overlaps VOC: SBD
 ``train`` holds VOC2012's segmentation ``train`` and the first quarter of its ``val`` (so
@@ -15,7 +15,7 @@ import io
 import shutil
 from pathlib import Path
 
-from ..interfaces import DataError
+from ...interfaces import DataError
 
 SBD_DIR = Path("benchmark_RELEASE") / "dataset"
 """Where SBD's dataset folder sits under a data root (as ``data fetch sbd`` extracts it)."""
@@ -39,7 +39,7 @@ def mat_bytes(variables: dict) -> bytes:
 def write_sbd(world: Path | str) -> Path:
     """Write ``benchmark_RELEASE/dataset`` into the synthetic ``world`` from its VOC2012
     segmentation split; returns the dataset folder."""
-    from .voc import VOCDevkit
+    from ..voc.devkit import VOCDevkit
 
     world = Path(world)
     devkit = VOCDevkit(world / "VOCdevkit")

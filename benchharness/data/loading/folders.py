@@ -8,7 +8,7 @@ import torch
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ..interfaces import DataError
+from ...interfaces import DataError
 from .image_cache import decode_resized
 
 
@@ -32,7 +32,7 @@ def load_image_folder(root: Path, size: int, progress=None, max_images: int | No
 
     Returns ``(images uint8 [N, 3, size, size], targets int64 [N], class_names)``. Refuses trees
     larger than ``max_images`` (default :data:`MAX_IN_MEMORY_IMAGES`): they do not fit in memory
-    and are streamed instead (``data = "stream"``, :mod:`benchharness.data.streaming`).
+    and are streamed instead (``data = "stream"``, :mod:`benchharness.data.loading.streaming`).
     """
     root = Path(root)
     limit = MAX_IN_MEMORY_IMAGES if max_images is None else max_images

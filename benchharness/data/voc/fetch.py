@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from ..interfaces import DataError
+from ...interfaces import DataError
 
 CHUNK = 1 << 20
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Pythons without extraction filters

@@ -30,7 +30,7 @@ def write_proposals(root: Path | str, progress: Callable | None = None, workers:
     """Compute the proposals of every VOC2007 split of the world at ``root`` that has no file
     yet; True when one was written. Each file is written atomically, so an interrupted run
     leaves whole files only and the next call computes the rest."""
-    from ..tasks.proposals import compute_selective_search, save_npz
+    from ...tasks.proposals import compute_selective_search, save_npz
 
     voc = Path(root) / "VOCdevkit" / f"VOC{YEAR}"
     wrote = False
@@ -51,7 +51,7 @@ def ensure_proposals(root: Path | str, progress: Callable | None = None) -> bool
     """Add the proposals to a complete synthetic world made before worlds had them; True when
     some were computed. A real data root, an incomplete world or one without VOC2007's split
     files is left alone."""
-    from .synth import is_synthetic_world  # synth imports this module
+    from .world import is_synthetic_world  # world imports this module
 
     root = Path(root)
     if not (root / ".complete").is_file() or not is_synthetic_world(root):

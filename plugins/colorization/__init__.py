@@ -2,14 +2,14 @@
 
 The trunk sees only the L channel of CIE Lab (one input channel) and predicts, at every position
 of its conv5 feature map (before conv5's pooling), a distribution over the Q in-gamut ab bins of
-grid size 10 (:mod:`benchharness.data.lab`). Targets are the image's ab values averaged down to
+grid size 10 (:mod:`benchharness_plugins.colorization.lab`). Targets are the image's ab values averaged down to
 that map and soft-encoded (Gaussian, sigma 5, over the 5 nearest bins); the multinomial
 cross-entropy is reweighted per pixel by class rebalancing (lambda 0.5) against the
 Gaussian-smoothed empirical bin prior of the training pool.
 
 The Representation takes ``lab-l`` input normalised as (L - 50) / 50; learned stages are
 conv1..conv5 (fc6 and fc7 stay random). At the end the learned stages get back the output scale
-they had at initialisation (:func:`~benchharness.data.pretext_pool.restore_stage_scales`: one
+they had at initialisation (:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one
 positive factor per stage, the network's function unchanged up to scale), so that a linear
 classifier reads them at the scale the tasks' learning rates expect. The pretext measurement is
 the ab-bin accuracy (argmax bin against the pixel's true bin) on held-out images; chance is the
@@ -29,13 +29,13 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from benchharness.data.lab import ABQuantizer, rgb_to_lab
-from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
-                                             restore_stage_scales, split_held_out, subset)
-from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
+                                                    restore_stage_scales, split_held_out, subset)
+from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import LossGuard
+from .lab import ABQuantizer, rgb_to_lab
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size

@@ -1,11 +1,11 @@
 """A folder of video clips decoded once into arrays, cached on disk for later pretrainings.
 
 :func:`load_clips` reads every video file of a folder with
-:func:`benchharness.data.video.read_clip` and returns their frames (uint8 ``[N, T, S, S, 3]``)
+:func:`benchharness.data.loading.video.read_clip` and returns their frames (uint8 ``[N, T, S, S, 3]``)
 and, when asked, their sound (float32 ``[N, L]``). With a cache directory the arrays are stored
 as ``.npy`` files under ``<cache>/clips/`` (atomically) and memory-mapped by the next run with the
 same files (names, sizes, modification times) and the same decoding settings. With ``stream``
-the frames are not decoded here but read when indexed (:class:`~benchharness.data.clip_stream.
+the frames are not decoded here but read when indexed (:class:`~benchharness.data.loading.clip_stream.
 StreamedClips`); only the sound, small, is decoded and cached.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..suite import config_hash
+from ...suite import config_hash
 from .clip_stream import StreamedClips
 from .image_cache import cached_images
 from .video import list_videos, read_clip

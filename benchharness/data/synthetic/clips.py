@@ -1,7 +1,7 @@
 """The synthetic world's video clips with sound, for the video and audio pretraining methods.
 
 ``write_clips(out, seed, size)`` writes ``out/clip_NNNNNN.mkv`` (MPEG-4 video, 16-bit PCM mono
-audio, see :func:`benchharness.data.video.write_clip`) and, last, ``out/manifest.json`` with
+audio, see :func:`benchharness.data.loading.video.write_clip`) and, last, ``out/manifest.json`` with
 each clip's class, its motion and sound, and the true box of every object in every frame.
 
 A clip shows one main object of its class (classes in turn, so every class has the same number
@@ -10,7 +10,7 @@ static cluttered background with per-frame sensor grain. Objects move as their c
 ``motion`` hint says (:data:`MOTIONS`: fast or slow straight lines, fluttering, bobbing,
 bouncing, galloping, walking, swaying, flickering in place, standing still), in whole pixels so
 that their texture is the same in every frame. The soundtrack is the main object's class's
-``sound`` (:mod:`benchharness.data.synth_sound`) over background noise.
+``sound`` (:mod:`benchharness.data.synthetic.sound`) over background noise.
 
 Each clip is drawn from its own generator seeded by ``(seed, stream 5, clip index)``: the clips
 are a pure function of the seed and leave the world's images untouched.
@@ -26,12 +26,12 @@ from typing import Callable
 
 import numpy as np
 
-from .. import atomic
-from ..interfaces import DataError
-from .classes import VOC_CLASSES
-from .synth import CLASS_STYLES, _background, _draw_distractors, _draw_object, _identity, _rng, _to_uint8
-from .synth_sound import make_sound
-from .video import write_clip
+from ... import atomic
+from ...interfaces import DataError
+from ..loading.video import write_clip
+from ..voc.classes import VOC_CLASSES
+from .sound import make_sound
+from .world import CLASS_STYLES, _background, _draw_distractors, _draw_object, _identity, _rng, _to_uint8
 
 STREAM_CLIPS = 5
 """The world's random stream for clips (0-4 are the images' and splits')."""
@@ -246,6 +246,7 @@ def write_clips(out: Path | str, seed: int, size: str | ClipSize,
         style = CLASS_STYLES[clip.label]
         records.append({"file": name, "class": clip.label, "motion": style.motion, "sound": style.sound,
                         "objects": [{"class": c, "boxes": b} for c, b in zip(clip.classes, clip.boxes)]})
+    # the manifest's format tag, as world.json's (see world._world_info), not an import path
     manifest = {"generator": "benchharness.data.synth_clips", "seed": seed, **asdict(spec),
                 "box_convention": "VOC: 1-based inclusive pixels [xmin, ymin, xmax, ymax]; "
                                   "null where the object is out of the frame; objects[0] is the "

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..interfaces import DataError
+from ...interfaces import DataError
+from ..datasets import locate_clips
 from .clip_cache import ClipSet, load_clips
-from .datasets import locate_clips
 from .pretext_pool import split_held_out
 from .streaming import choose_data_mode
 from .video import list_videos

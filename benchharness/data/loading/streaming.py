@@ -1,10 +1,10 @@
 """Images streamed from disk through DataLoader workers, one decode per item, bounded memory.
 
-The in-memory path (:func:`~benchharness.data.image_cache.decode_resized`) decodes a whole set
+The in-memory path (:func:`~benchharness.data.loading.image_cache.decode_resized`) decodes a whole set
 into one uint8 array: fastest for small worlds, impossible for ImageNet's 1.28M images. The
 streamed path decodes each image when a minibatch needs it, in ``DataLoader`` worker processes,
 with the same decoder and the same resize, so a streamed image equals the cached one bit for bit
-and the batched augmentation of :mod:`~benchharness.data.transforms` applies unchanged.
+and the batched augmentation of :mod:`~benchharness.data.loading.transforms` applies unchanged.
 
 A method chooses with its ``data`` setting (:data:`DATA_MODES`): ``memory``, ``stream``, or
 ``auto`` (:func:`choose_data_mode`: memory while the decoded set stays under
@@ -24,10 +24,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data import default_collate
 
-from ..interfaces import DataError
+from ...interfaces import DataError
+from ..voc.devkit import load_image
 from . import folders
 from .transforms import resize_square
-from .voc import load_image
 
 DATA_MODES = ("auto", "memory", "stream")
 
@@ -50,7 +50,7 @@ def choose_data_mode(setting: str, n_images: int, size: int, what: str, log=None
 
     ``setting`` ``memory`` and ``stream`` are obeyed; ``auto`` streams when the decoded set would
     exceed :data:`MEMORY_BUDGET_BYTES` or ``max_images`` (the in-memory loader's limit,
-    :data:`~benchharness.data.folders.MAX_IN_MEMORY_IMAGES` by default; ``math.inf``: no limit
+    :data:`~benchharness.data.loading.folders.MAX_IN_MEMORY_IMAGES` by default; ``math.inf``: no limit
     on the count). The choice and its reason are passed to ``log`` (prefixed with ``what``;
     ``unit`` names what is counted).
     """

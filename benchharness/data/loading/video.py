@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from ..interfaces import DataError
+from ...interfaces import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 """File name endings :func:`list_videos` treats as videos (case-insensitive)."""

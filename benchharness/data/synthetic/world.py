@@ -5,7 +5,7 @@
     VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}        classification/detection
     VOCdevkit/VOC2012/{JPEGImages,Annotations,SegmentationClass,
                        ImageSets/Segmentation,ImageSets/Main}        segmentation
-    benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}            SBD's layout (synth_sbd.py)
+    benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}            SBD's layout (sbd.py)
     source/{train,val}/<class>/*.jpg                                 object-centric, labelled
     unlabelled/*.jpg                                                 scenes, no labels
     clips/clip_*.mkv, clips/manifest.json                            video with sound, true boxes
@@ -22,7 +22,7 @@ mostly hidden objects are flagged ``difficult``.
 Every image is drawn from its own ``numpy.random.Generator`` seeded by
 ``(seed, stream, index)``, so the output is byte-identical for a given seed and independent
 of the order (or the number of processes) in which images are made. The clips
-(:mod:`benchharness.data.synth_clips`) come from a stream of their own, so adding them changed
+(:mod:`benchharness.data.synthetic.clips`) come from a stream of their own, so adding them changed
 no image.
 """
 
@@ -40,9 +40,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
-from ..interfaces import DataError
-from .classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
-from .synth_proposals import FOLDER as PROPOSALS_FOLDER
+from ...interfaces import DataError
+from ..voc.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
+from .proposals import FOLDER as PROPOSALS_FOLDER
 
 GENERATOR_VERSION = "1"
 """Bump when the output of a given seed changes; recorded in ``world.json``."""
@@ -651,7 +651,7 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     for split, ids in splits12.items():
         _write_lines(segmentation / f"{split}.txt", ids)
     _write_main_sets(voc12 / "ImageSets" / "Main", splits12, labels12)
-    from .synth_sbd import write_sbd
+    from .sbd import write_sbd
 
     write_sbd(out)  # SBD's layout from the VOC2012 images (FCN's segmentation setup)
 
@@ -676,12 +676,12 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
         _save_jpeg(scene.image, pool / f"u{index:06d}.jpg")
 
     # Video clips with sound, for the tracking and sound methods.
-    from .synth_clips import write_clips
+    from .clips import write_clips
 
     write_clips(out / "clips", seed, size, progress)
 
     # Fast R-CNN's precomputed selective search, for VOC2007's splits.
-    from .synth_proposals import write_proposals
+    from .proposals import write_proposals
 
     write_proposals(out, progress)
 
@@ -690,10 +690,12 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
 
 
 def _world_info(seed: int, size: str) -> dict:
-    from .synth_clips import CLIP_SIZES, clips_info
+    from .clips import CLIP_SIZES, clips_info
 
     spec = SIZES[size]
     return {
+        # a world's format tag (this module's old path), not an import path: worlds already
+        # generated carry it, so it stays when the module moves
         "generator": "benchharness.data.synth",
         "generator_version": GENERATOR_VERSION,
         "seed": seed,

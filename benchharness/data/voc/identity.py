@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..interfaces import DataError
-from .voc import find_devkit
+from ...interfaces import DataError
+from .devkit import find_devkit
 
 
 def split_fingerprint(devkit: Path | str, years: tuple[str, ...] | None = None) -> str:

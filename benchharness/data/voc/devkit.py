@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..interfaces import DataError
+from ...interfaces import DataError
 from .classes import VOC_CLASSES
 
 YEARS = ("2007", "2012")

@@ -2,7 +2,7 @@
 
 In every clip the moving regions are found (background subtraction against the clip's temporal
 median, or three-frame differencing) and each is tracked ``track_frames`` frames on (template
-matching, or OpenCV's KCF / CSRT / MIL trackers), see :mod:`benchharness.data.tracks`. A query
+matching, or OpenCV's KCF / CSRT / MIL trackers), see :mod:`benchharness_plugins.tracking.tracks`. A query
 patch and its tracked patch are two views of one object; a patch from another clip is a
 negative. A siamese network (one trunk, shared weights) embeds each patch; the triplet ranking
 loss ``max(0, D(q, t) - D(q, n) + margin)`` with the cosine distance ``D = 1 - cos`` pulls the
@@ -39,12 +39,12 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
-from benchharness.data.clip_source import clip_folder, load_clip_split
-from benchharness.data.tracks import DETECTORS, TRACKERS, TrackedPairs, mine_pairs
-from benchharness.data.transforms import crop_batch
+from benchharness.data.loading.clip_source import clip_folder, load_clip_split
+from benchharness.data.loading.transforms import crop_batch
 from benchharness.interfaces import DataError, Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
+from .tracks import DETECTORS, TRACKERS, TrackedPairs, mine_pairs
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # frames in memory, streamed from disk, or by size

@@ -1,8 +1,8 @@
 """Video clips read from disk when a loop indexes them, instead of decoded into one array.
 
-:class:`StreamedClips` stands where :class:`~benchharness.data.clip_cache.ClipSet`'s ``frames``
+:class:`StreamedClips` stands where :class:`~benchharness.data.loading.clip_cache.ClipSet`'s ``frames``
 array (uint8 ``[N, T, S, S, 3]``) would: the same shape and the indexing the clip methods use,
-each clip decoded by :func:`~benchharness.data.video.read_clip` (the function that fills the
+each clip decoded by :func:`~benchharness.data.loading.video.read_clip` (the function that fills the
 array, so the frames are the same bits) on a few threads, the most recently used kept.
 """
 

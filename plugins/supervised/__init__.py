@@ -8,7 +8,7 @@ held-out ``val`` folder beside the train folder (chance: the largest class's sha
 ``data`` chooses where the decoded images live: ``memory`` (decoded once into one array),
 ``stream`` (decoded per minibatch by ``data_workers`` DataLoader worker processes, bounded
 memory, for ImageNet-sized trees) or ``auto`` (memory while the decoded tree stays under
-:data:`~benchharness.data.streaming.MEMORY_BUDGET_BYTES`). Both see the same minibatches and
+:data:`~benchharness.data.loading.streaming.MEMORY_BUDGET_BYTES`). Both see the same minibatches and
 crops, so they train the same weights.
 
 Data-parallel on several processes (``run --gpus-per-job N``): every rank draws the whole
@@ -30,8 +30,8 @@ from torch import nn
 from benchharness import distributed, hookimpl
 from benchharness.accel import prepare_model
 from benchharness.data.datasets import locate_source
-from benchharness.data.labelled import LabelledImages
-from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.data.loading.labelled import LabelledImages
+from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs

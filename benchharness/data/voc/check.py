@@ -31,9 +31,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..interfaces import DataError
+from ...interfaces import DataError
 from .classes import IGNORE_LABEL, VOC_CLASSES
-from .voc import YEARS, Annotation, VOCDevkit, load_image, locate_devkit
+from .devkit import YEARS, Annotation, VOCDevkit, load_image, locate_devkit
 
 _VALID_MASK_LABELS = frozenset(range(len(VOC_CLASSES) + 1)) | {IGNORE_LABEL}
 _PARSE_LINE = re.compile(r"line (\d+), column \d+")

@@ -22,7 +22,7 @@ generalised BiGAN: E sees the crop at its full resolution while D receives it do
 G's resolution. The default pairs E at the trunk's input size with G at 32 pixels, as the paper
 paired E at 112 with G at 64; small batches (16) buy the most E updates within about 35 s on
 a 2-core CPU. At the end E's stages get back the output scale they had at initialisation
-(:func:`~benchharness.data.pretext_pool.restore_stage_scales`, one positive factor per stage).
+(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`, one positive factor per stage).
 
 Images are fed as RGB scaled to [-1, 1] (mean 0.5, std 0.5). The pretext measurement is the
 mean squared error (in that [-1, 1] scale, at G's resolution) between held-out centre crops x
@@ -49,9 +49,9 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
-from benchharness.data.pretext_pool import (default_image_dirs, open_image_pool,
-                                             restore_stage_scales, split_held_out)
-from benchharness.data.transforms import center_crop_batch, random_crop_batch
+from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
+                                                    restore_stage_scales, split_held_out)
+from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.rescale import stage_layer

@@ -1,6 +1,6 @@
 """Class-dependent sound textures for the synthetic world's clips.
 
-Every class of :data:`benchharness.data.synth.CLASS_STYLES` names a ``sound`` (roar, bell,
+Every class of :data:`benchharness.data.synthetic.world.CLASS_STYLES` names a ``sound`` (roar, bell,
 chirp...). :data:`RECIPES` turns each name into a mix of a few textures, each with its own
 centre frequencies and temporal structure:
 

@@ -5,8 +5,8 @@ the unlabelled pool of a data root. A method's ``image_dirs`` setting replaces t
 list of folders, each either a flat folder of images or a ``<class>/<image>`` tree.
 
 A method's ``data`` setting (``auto``, ``memory``, ``stream``;
-:func:`~benchharness.data.streaming.choose_data_mode`) decides whether the pool is decoded into
-memory or read from disk as minibatches need it (:class:`~benchharness.data.streaming.StreamedImages`,
+:func:`~benchharness.data.loading.streaming.choose_data_mode`) decides whether the pool is decoded into
+memory or read from disk as minibatches need it (:class:`~benchharness.data.loading.streaming.StreamedImages`,
 indexed the same way; :func:`subset` takes a part of either).
 
 Decoded pools are cached under ``<cache_dir>/images/`` (one uint8 array per folder list and
@@ -22,10 +22,10 @@ from typing import Sequence
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ..interfaces import DataError
-from ..rescale import stage_layer
-from ..suite import config_hash
-from .datasets import locate_source, locate_unlabelled
+from ...interfaces import DataError
+from ...rescale import stage_layer
+from ...suite import config_hash
+from ..datasets import locate_source, locate_unlabelled
 from .folders import list_image_folder, list_image_pool, load_image_folder, load_image_pool
 from .image_cache import cached_images
 from .streaming import StreamedImages, choose_data_mode
@@ -111,7 +111,7 @@ def split_held_out(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, to
 def stage_rms(network, images: torch.Tensor, chunk: int = 128) -> dict[str, float]:
     """Root mean square of every stage's output (after its ReLU / pool) over ``images``
     (already-normalised network input)."""
-    from ..backbones import STAGES
+    from ...backbones import STAGES
     sums = {name: 0.0 for name in STAGES}
     counts = {name: 0 for name in STAGES}
     was_training = network.training
@@ -143,7 +143,7 @@ def restore_stage_scales(network, reference, images: torch.Tensor, stages: Seque
     untouched). Stages after the last learned one are left as they are and simply receive
     input at the restored scale. Returns the factors and the scales before and after.
     """
-    from ..backbones import STAGES
+    from ...backbones import STAGES
     stages = [s for s in STAGES if s in set(stages)]
     if not stages:
         return {}

@@ -85,6 +85,16 @@ def test_streamed_source_set_gives_the_same_predictions(tiny_world, tmp_path, on
     np.testing.assert_array_equal(scores["memory"], scores["stream"])
 
 
+def test_rescale_reaches_source_cls(tiny_world, tmp_path, one_thread):
+    random_trunk = Representation(_rep().network, "alexnet-small", learned_stages=(),
+                                  meta={"config_hash": "test-random"})
+    plain = source_cls.transfer(random_trunk, "knn-conv1", _ctx(tiny_world, tmp_path, knn_k=3))
+    out = source_cls.transfer(random_trunk, "knn-conv1", _ctx(tiny_world, tmp_path, knn_k=3, rescale=True))
+    assert plain.info["rescale"] is None
+    assert out.info["rescale"]["initialised"] == [*STAGES, "fc8"]  # magic_init of a random trunk
+    assert not np.array_equal(out.predictions.scores, plain.predictions.scores)
+
+
 def test_bad_folders_and_settings_are_named(tiny_world, tmp_path):
     with pytest.raises(DataError, match="nowhere.*set `train_dir`"):
         source_cls.transfer(_rep(), "conv5", _ctx(tiny_world, tmp_path, train_dir=str(tmp_path / "nowhere")))

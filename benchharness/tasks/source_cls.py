@@ -6,7 +6,7 @@ above is re-initialised as a random trunk is (the backbone's own Gaussian init) 
 with a fresh linear classifier over the source classes, fully supervised, on the source set's
 train folder; the number is top-1 accuracy (%) on its val folder (``top5`` in ``per_metric``).
 How much of the accuracy survives at conv5 says how general the representation's frozen
-layers are; a random trunk collapses there.
+layers are (on ImageNet a random trunk collapses there: 12.0 against 48.5 at conv1).
 
 The source set is the data root's labelled set (``<root>/source/train`` and ``val`` beside it:
 the synthetic world's ImageNet stand-in), or ImageNet: ``train_dir`` = ILSVRC2012's
@@ -292,6 +292,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
 @hookimpl
 def benchharness_tasks():
     """Source-set classification with conv1..convN frozen (Table 5.2), and k-NN on it."""
+    # no dataset for `run` to locate up front: the folders come from the task's settings
+    # (source_folders checks them when the job starts)
     return [Task(TASK, PROTOCOLS, (), transfer,
                  "source-set (ImageNet) top-1 with conv1..convN frozen, the rest re-initialised "
                  "and trained (Noroozi & Favaro 2016; Table 5.2); k-NN on a frozen stage")]

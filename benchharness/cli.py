@@ -47,9 +47,12 @@ def main():
               help="Method to run (repeatable), replacing the suite's list. "
                    "Use checkpoint:PATH to evaluate your own weights.")
 @click.option("--task", "tasks", multiple=True, metavar="NAME",
-              help="Task to run (repeatable), replacing the suite's list, e.g. voc07-cls.")
+              help="Task to run (repeatable), replacing the suite's list: voc07-cls, voc07-det, "
+                   "voc12-seg, source-cls (Table 5.2: source-set top-1 above frozen convN).")
 @click.option("--protocol", "protocols", multiple=True, metavar="NAME",
-              help="Only these protocols (repeatable): fc8, fc6-8, all.")
+              help="Only these protocols (repeatable), each applied to the tasks that have it: "
+                   "fc8, fc6-8, all (voc07-cls); conv1..conv5 (source-cls: conv1..convN frozen); "
+                   "knn-conv1..knn-fc7 (voc07-cls, source-cls: k-NN on that stage).")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Number of transfer seeds (0..N-1); default from the suite.")
 @click.option("--results", "results_dir", default=DEFAULT_RESULTS, show_default=True,

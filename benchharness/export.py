@@ -7,7 +7,11 @@
   ``<image_id> <score> <xmin> <ymin> <xmax> <ymax>`` in the order of the detections list (the
   order ties are ranked in);
 * ``seg``: ``<image_id>.png`` per image, a palette PNG (the VOC colour map) whose pixel values
-  are the class indices.
+  are the class indices;
+* ``label`` (single-label, not a VOC format): ``top5_<split>.txt``, lines
+  ``<image_id> <class> <class> <class> <class> <class>``, the five best classes by score (ties to
+  the lower class index, as the ``top1``/``top5`` evaluators rank), as ILSVRC's submissions list
+  them.
 
 Numbers are written with Python's shortest round-trip ``repr``, so reading the files back gives
 the very same doubles and ``benchharness evaluate`` reproduces the number a run stored. Every
@@ -26,6 +30,15 @@ from .atomic import write_bytes
 from .data.voc.classes import VOC_PALETTE
 from .evaluators.results_files import cls_results_path, det_results_path, seg_results_path
 from .interfaces import Predictions
+
+
+TOP_LABELS = 5
+"""How many classes per image a ``label`` export lists."""
+
+
+def label_results_path(results_dir: Path | str, split: str) -> Path:
+    """``<results_dir>/top5_<split>.txt``: the export of ``label`` predictions."""
+    return Path(results_dir) / f"top{TOP_LABELS}_{split}.txt"
 
 
 def _num(value) -> str:
@@ -78,6 +91,22 @@ def export_predictions(predictions: Predictions, out_dir: Path | str, split: str
             path = det_results_path(out, split, name)
             write_bytes(path, "".join(lines).encode("utf-8"))
             written.append(path)
+    elif predictions.kind == "label":
+        if predictions.scores is None:
+            raise ValueError("label predictions without scores")
+        for name in predictions.class_names:
+            _check_name("class", name)
+        scores = np.asarray(predictions.scores, dtype=np.float64)
+        expected = (len(predictions.image_ids), len(predictions.class_names))
+        if scores.shape != expected:
+            raise ValueError(f"scores have shape {scores.shape}, expected {expected}")
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_LABELS]
+        names = list(predictions.class_names)
+        lines = [" ".join([str(image_id), *(names[c] for c in row)]) + "\n"
+                 for image_id, row in zip(predictions.image_ids, best.tolist())]
+        path = label_results_path(out, split)
+        write_bytes(path, "".join(lines).encode("utf-8"))
+        written.append(path)
     elif predictions.kind == "seg":
         if predictions.masks is None:
             raise ValueError("seg predictions without masks")
@@ -98,5 +127,5 @@ def export_predictions(predictions: Predictions, out_dir: Path | str, split: str
             write_bytes(path, buffer.getvalue())
             written.append(path)
     else:
-        raise ValueError(f"unknown predictions kind {predictions.kind!r}; expected cls, det or seg")
+        raise ValueError(f"unknown predictions kind {predictions.kind!r}; expected cls, label, det or seg")
     return written

@@ -200,10 +200,11 @@ class ClassDetections:
 class Predictions:
     """Predictions for one split.
 
-    ``kind`` is ``cls`` (``scores``: array [N images, C classes]), ``det`` (``detections``:
-    per class a :class:`ClassDetections` or a list of ``(image_id, score, xmin, ymin, xmax,
-    ymax)`` tuples, 1-based inclusive pixel boxes) or ``seg`` (``masks``: image id -> uint8
-    array of class indices).
+    ``kind`` is ``cls`` (``scores``: array [N images, C classes], multi-label), ``label``
+    (``scores`` as ``cls``, for single-label classification: one true class per image, scored
+    by top-k accuracy), ``det`` (``detections``: per class a :class:`ClassDetections` or a list
+    of ``(image_id, score, xmin, ymin, xmax, ymax)`` tuples, 1-based inclusive pixel boxes) or
+    ``seg`` (``masks``: image id -> uint8 array of class indices).
     """
 
     kind: str
@@ -229,6 +230,16 @@ class ClsGroundTruth:
     class_names: Sequence[str]
     image_ids: Sequence[str]
     labels: np.ndarray  # int8 [N, C]
+
+
+@dataclass
+class LabelGroundTruth:
+    """Single-label ground truth (ImageNet's): ``targets[i]`` is the index in ``class_names``
+    of image ``image_ids[i]``'s one class."""
+
+    class_names: Sequence[str]
+    image_ids: Sequence[str]
+    targets: np.ndarray  # int64 [N]
 
 
 @dataclass(frozen=True)
@@ -294,7 +305,7 @@ class Metrics:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-PREDICTION_KINDS = ("cls", "det", "seg")
+PREDICTION_KINDS = ("cls", "label", "det", "seg")
 """The kinds of :class:`Predictions` an evaluator may accept."""
 
 
@@ -302,11 +313,11 @@ PREDICTION_KINDS = ("cls", "det", "seg")
 class Evaluator:
     """A metric with a stable id, e.g. ``voc07-11pt``, and the prediction kinds it scores.
 
-    ``kinds`` lists the :attr:`Predictions.kind` values it accepts (``cls``, ``det``,
-    ``seg``); ``voc07-11pt`` for instance scores both ``cls`` and ``det`` predictions and
+    ``kinds`` lists the :attr:`Predictions.kind` values it accepts (``cls``, ``label``,
+    ``det``, ``seg``); ``voc07-11pt`` for instance scores both ``cls`` and ``det`` predictions and
     dispatches on ``predictions.kind``. ``evaluate(predictions, ground_truth)`` returns
     :class:`Metrics`; the ground truth matches the kind (:class:`ClsGroundTruth`,
-    :class:`DetGroundTruth`, :class:`SegGroundTruth`).
+    :class:`LabelGroundTruth`, :class:`DetGroundTruth`, :class:`SegGroundTruth`).
     """
 
     id: str

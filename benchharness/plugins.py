@@ -25,10 +25,12 @@ BUILTIN_MODULES = (
     "benchharness.tasks.classification",
     "benchharness.tasks.detection",
     "benchharness.tasks.segmentation",
+    "benchharness.tasks.source_cls",
     "benchharness.evaluators.voc_ap",
     "benchharness.evaluators.voc_det",
     "benchharness.evaluators.coco",
     "benchharness.evaluators.miou",
+    "benchharness.evaluators.topk",
 )
 ENTRY_POINT_GROUP = "benchharness"
 

@@ -31,7 +31,7 @@ def _data_uri(png: bytes) -> str:
 def _pr_section(records: list[dict], means: dict, pr_methods: list[str] | None,
                 data_root: Path | None) -> tuple[list[dict], list[str]]:
     """Per column, the picked methods' curves as one figure (or why there is none), and the
-    columns whose predictions have no such curve (segmentation)."""
+    columns whose predictions have no such curve (segmentation, single-label top-k)."""
     out, without = [], []
     for column in sections._ordered_columns(means):
         picks = sections.pick_methods(means[column], pr_methods)

@@ -25,7 +25,8 @@ from ..interfaces import BenchharnessError
 
 
 class NoCurveKind(BenchharnessError):
-    """The exported predictions are of a kind without precision-recall curves (segmentation)."""
+    """The exported predictions are of a kind without precision-recall curves (segmentation,
+    single-label top-k)."""
 
 
 @dataclass
@@ -53,10 +54,12 @@ def predictions_dir(result: dict, result_path: Path | str) -> Path | None:
 
 
 def prediction_kind(folder: Path) -> str | None:
-    """``cls``, ``det`` or ``seg`` from the file names in ``folder`` (None when empty)."""
+    """``cls``, ``det``, ``seg`` or ``label`` from the file names in ``folder`` (None when empty)."""
     names = [p.name for p in folder.iterdir()]
     if any(n.startswith("comp1_cls_") for n in names):
         return "cls"
+    if any(n.startswith("top5_") for n in names):
+        return "label"
     if any(n.startswith("comp3_det_") for n in names):
         return "det"
     if any(n.endswith(".png") for n in names):
@@ -93,6 +96,9 @@ def pr_curves(result: dict, result_path: Path | str, data_root: Path | str | Non
     if kind == "seg":
         raise NoCurveKind("segmentation masks: precision-recall curves exist for classification "
                           "and detection only")
+    if kind == "label":
+        raise NoCurveKind("single-label top-5 lists: precision-recall curves exist for multi-label "
+                          "classification and detection only")
     export = result.get("export") or {}
     year, split = str(export.get("year") or "2007"), str(export.get("split") or "test")
     classes = tuple(result.get("per_class") or ())

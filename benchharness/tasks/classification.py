@@ -6,6 +6,8 @@ Protocols, over the representation's fixed stage names:
   none); only a new linear classifier trains.
 - ``fc6-8``: conv1..conv5 frozen; fc6, fc7 and the new classifier train.
 - ``all``: the whole network fine-tunes.
+- ``knn-<stage>`` (``knn-conv1`` .. ``knn-fc7``): nothing trains; k-nearest-neighbour votes on
+  the frozen stage's output (:mod:`~benchharness.tasks.cls_knn`, ``knn_k``, ``knn_weighting``).
 
 Training: multi-label sigmoid cross-entropy with 'difficult' labels ignored, random-scale crops
 and mirroring, SGD with momentum and a step schedule (in epochs with ``lr_steps`` tenfold drops,
@@ -52,8 +54,10 @@ from ..suite import config_hash
 from ..training import LossGuard, sgd_step
 from .settings import caffe_step_schedule, from_suite_section, step_schedule
 from .crop_bank import CropBank, cached_features, compute_features, feature_cache_key
+from .cls_knn import transfer_knn
+from .knn import KNN_PROTOCOLS
 
-PROTOCOLS = ("fc8", "fc6-8", "all")
+PROTOCOLS = ("fc8", "fc6-8", "all") + KNN_PROTOCOLS
 FROZEN_THROUGH = {"fc8": "fc7", "fc6-8": "conv5", "all": None}
 
 
@@ -94,6 +98,8 @@ class ClsConfig:
     compile: bool = False  # torch.compile the classifier
     metric: str = "voc07-11pt"
     extra_metrics: tuple[str, ...] = ("sklearn-ap", "voc10-area")
+    knn_k: int = 20  # knn-<stage>: neighbours voting per test image (no literature setting)
+    knn_weighting: str = "similarity"  # knn-<stage>: votes weighted by cosine similarity, or "uniform"
 
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "ClsConfig":
@@ -341,6 +347,8 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     if cfg.iterations < 0 or cfg.stepsize < 0 or cfg.clip_gradients < 0:
         raise ValueError("voc07-cls: iterations, stepsize and clip_gradients must not be negative "
                          f"(got {cfg.iterations}, {cfg.stepsize}, {cfg.clip_gradients})")
+    if protocol in KNN_PROTOCOLS:  # nothing trains: features, neighbours, votes
+        return transfer_knn(representation, protocol, cfg, ctx, load_split)
     torch.manual_seed(ctx.seed)
     devkit = VOCDevkit(locate_devkit(ctx.data_root))
     t0 = time.perf_counter()
@@ -412,6 +420,6 @@ def _distributed_info(cfg: ClsConfig) -> dict:
 
 @hookimpl
 def benchharness_tasks():
-    """VOC 2007 classification under the fc8, fc6-8 and all protocols."""
+    """VOC 2007 classification under the fc8, fc6-8, all and knn-<stage> protocols."""
     return [Task("voc07-cls", PROTOCOLS, ("voc2007",), transfer,
                  "PASCAL VOC 2007 multi-label classification (Krahenbuhl et al. 2016 protocols)")]

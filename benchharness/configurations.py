@@ -27,19 +27,35 @@ from .interfaces import BenchharnessError
 NOT_RECORDED = object()
 
 
-def _settings(path, field: str):
-    """``field`` of the result file at ``path`` (with its ``backbone`` for method settings),
-    or NOT_RECORDED."""
+def _read(path) -> dict:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, TypeError, ValueError):
-        return NOT_RECORDED
-    if not isinstance(data, dict) or not isinstance(data.get(field), dict):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _settings(path, field: str):
+    """``field`` of the result file at ``path`` (with its ``backbone`` and ``method_spec`` for
+    method settings), or NOT_RECORDED."""
+    data = _read(path)
+    if not isinstance(data.get(field), dict):
         return NOT_RECORDED
     settings = dict(data[field])
     if field == "method_config":
         settings.update(backbone=data.get("backbone"), method_spec=data.get("method_spec"))
     return settings
+
+
+def _oldest_first(rows: pd.DataFrame, column: str) -> list:
+    """The distinct values of ``column`` in ``rows``, ordered by when their first result was
+    stored (``finished_at``; unrecorded times first)."""
+    first = {}
+    for value, path in zip(rows[column], rows["path"]):
+        if pd.notna(value):
+            stamp = str(_read(path).get("finished_at") or "")
+            first[value] = min(first.get(value, stamp), stamp)
+    return sorted(first, key=lambda value: first[value])
 
 
 def differing(first, second) -> str:
@@ -82,22 +98,22 @@ def check_rows(results_df: pd.DataFrame, labels: pd.Series) -> None:
         if column not in df:
             df[column] = None
     for label, rows in df.groupby("_label", sort=False):
-        keys = list(rows["representation_key"].dropna().unique())
-        if len(keys) > 1:
+        if rows["representation_key"].nunique() > 1:
+            keys = _oldest_first(rows, "representation_key")
             first, second = (_settings(rows.loc[rows["representation_key"] == k, "path"].iloc[0],
                                        "method_config") for k in keys[:2])
             raise BenchharnessError(
                 f"method {label!r} has results of {len(keys)} configurations, which the leaderboard "
-                f"never averages: representation {_described(rows, 'representation_key', keys)}; "
+                f"never averages: representation (oldest first) {_described(rows, 'representation_key', keys)}; "
                 f"{differing(first, second)}. To compare them, {_ways_out(rows, True)}.")
         hashed = rows.dropna(subset=["config_hash"])
         for (task, protocol, seed), cell in hashed.groupby(["task", "protocol", "seed"], sort=False):
-            hashes = list(cell["config_hash"].unique())
-            if len(hashes) > 1:
+            if cell["config_hash"].nunique() > 1:
+                hashes = _oldest_first(cell, "config_hash")
                 first, second = (_settings(cell.loc[cell["config_hash"] == h, "path"].iloc[0],
                                            "task_config") for h in hashes[:2])
                 raise BenchharnessError(
                     f"method {label!r}, {task} {protocol} seed {seed}: results of {len(hashes)} "
-                    f"configurations, which the leaderboard never averages: config hash "
+                    f"configurations, which the leaderboard never averages: config hash (oldest first) "
                     f"{_described(cell, 'config_hash', hashes)}; {differing(first, second)}. "
                     f"Keep one: {_ways_out(rows, False)}.")

@@ -35,16 +35,17 @@ def _read(path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _settings(path, field: str):
-    """``field`` of the result file at ``path`` (with its ``backbone`` and ``method_spec`` for
-    method settings), or NOT_RECORDED."""
-    data = _read(path)
-    if not isinstance(data.get(field), dict):
-        return NOT_RECORDED
-    settings = dict(data[field])
-    if field == "method_config":
-        settings.update(backbone=data.get("backbone"), method_spec=data.get("method_spec"))
-    return settings
+def _settings(paths, field: str):
+    """``field`` of the first result file among ``paths`` that records it (with the result's
+    ``backbone`` and ``method_spec`` for method settings), or NOT_RECORDED."""
+    for path in paths:
+        data = _read(path)
+        if isinstance(data.get(field), dict):
+            settings = dict(data[field])
+            if field == "method_config":
+                settings.update(backbone=data.get("backbone"), method_spec=data.get("method_spec"))
+            return settings
+    return NOT_RECORDED
 
 
 def _oldest_first(rows: pd.DataFrame, column: str) -> list:
@@ -72,7 +73,8 @@ def _described(rows: pd.DataFrame, column: str, values) -> str:
     parts = []
     for value in values:
         part = rows[rows[column] == value]
-        parts.append(f"{value} ({len(part)} result{'s' * (len(part) != 1)}, e.g. {part['path'].iloc[0]})")
+        plural = "s" * (len(part) != 1)
+        parts.append(f"{value} ({len(part)} result{plural}, e.g. {part['path'].iloc[0]})")
     return " and ".join(parts)
 
 
@@ -100,20 +102,21 @@ def check_rows(results_df: pd.DataFrame, labels: pd.Series) -> None:
     for label, rows in df.groupby("_label", sort=False):
         if rows["representation_key"].nunique() > 1:
             keys = _oldest_first(rows, "representation_key")
-            first, second = (_settings(rows.loc[rows["representation_key"] == k, "path"].iloc[0],
-                                       "method_config") for k in keys[:2])
+            first, second = (_settings(rows.loc[rows["representation_key"] == key, "path"],
+                                       "method_config") for key in keys[:2])
             raise BenchharnessError(
-                f"method {label!r} has results of {len(keys)} configurations, which the leaderboard "
-                f"never averages: representation (oldest first) {_described(rows, 'representation_key', keys)}; "
-                f"{differing(first, second)}. To compare them, {_ways_out(rows, True)}.")
+                f"method {label!r} has results of {len(keys)} configurations, which the "
+                f"leaderboard never averages: representation (oldest first) "
+                f"{_described(rows, 'representation_key', keys)}; {differing(first, second)}. "
+                f"To compare them, {_ways_out(rows, True)}.")
         hashed = rows.dropna(subset=["config_hash"])
         for (task, protocol, seed), cell in hashed.groupby(["task", "protocol", "seed"], sort=False):
             if cell["config_hash"].nunique() > 1:
                 hashes = _oldest_first(cell, "config_hash")
-                first, second = (_settings(cell.loc[cell["config_hash"] == h, "path"].iloc[0],
-                                           "task_config") for h in hashes[:2])
+                first, second = (_settings(cell.loc[cell["config_hash"] == h, "path"], "task_config")
+                                 for h in hashes[:2])
                 raise BenchharnessError(
                     f"method {label!r}, {task} {protocol} seed {seed}: results of {len(hashes)} "
-                    f"configurations, which the leaderboard never averages: config hash (oldest first) "
-                    f"{_described(cell, 'config_hash', hashes)}; {differing(first, second)}. "
+                    f"configurations, which the leaderboard never averages: config hash (oldest "
+                    f"first) {_described(cell, 'config_hash', hashes)}; {differing(first, second)}. "
                     f"Keep one: {_ways_out(rows, False)}.")

@@ -47,7 +47,8 @@ def test_two_method_configurations_under_one_name_are_refused_by_every_view(tmp_
             view()
         message = str(info.value)
         assert message.startswith("method 'bigan' has results of 2 configurations")
-        assert f"(oldest first) rep450 (1 result, e.g. {old})" in message and f"rep900 (1 result, e.g. {new})" in message
+        assert f"(oldest first) rep450 (1 result, e.g. {old})" in message
+        assert f"and rep900 (1 result, e.g. {new})" in message
         assert "they differ in steps: 450 vs 900." in message  # lr, equal, is not named
         assert "as a variant" in message and "--results directory" in message
         assert "pick one suite with --suite (smoke, smoke2 are mixed here)" in message
@@ -75,7 +76,8 @@ def test_one_configuration_over_seeds_is_averaged(tmp_path):
 
 
 def test_differing_names_each_changed_key_and_unrecorded_settings():
-    assert differing({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == "they differ in b: 2 vs 3; c: 'unset' vs 4"
+    assert (differing({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4})
+            == "they differ in b: 2 vs 3; c: 'unset' vs 4")
     assert differing({"a": 1}, {"a": 1}) == "their recorded settings are equal"
     assert "do not record" in differing({"a": 1}, differing.__globals__["NOT_RECORDED"])
 

@@ -22,8 +22,8 @@ def generating_suite(tmp_path) -> tuple[Path, Path]:
     text = find_suite("smoke").read_text()
     assert 'data_root = "data/synthetic-small"' in text and 'size = "small"' in text
     suite = tmp_path / "smoke.toml"
-    suite.write_text(text.replace('data_root = "data/synthetic-small"', f'data_root = "{world.as_posix()}"')
-                     .replace('size = "small"', 'size = "tiny"'))
+    text = text.replace('data_root = "data/synthetic-small"', f'data_root = "{world.as_posix()}"')
+    suite.write_text(text.replace('size = "small"', 'size = "tiny"'))
     return suite, world
 
 
@@ -43,7 +43,8 @@ def run(suite: Path, tmp_path: Path, *args: str):
     (["--task", "voc07-clss"], "unknown task 'voc07-clss'"),
     (["--method", "checkpoint:missing.safetensors", "--dry-run"], "checkpoint not found"),
 ])
-def test_a_bad_name_stops_the_run_before_any_world_is_generated(generating_suite, tmp_path, args, expected):
+def test_a_bad_name_stops_the_run_before_any_world_is_generated(generating_suite, tmp_path, args,
+                                                                expected):
     suite, world = generating_suite
     out = run(suite, tmp_path, *args)
     assert out.exit_code == 2, out.output

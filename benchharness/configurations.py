@@ -48,14 +48,22 @@ def _settings(paths, field: str):
     return NOT_RECORDED
 
 
+def _stored_at(path) -> tuple[str, int]:
+    """When a result was stored: its ``finished_at`` (seconds), then its file's time."""
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except (OSError, TypeError):
+        mtime = 0
+    return str(_read(path).get("finished_at") or ""), mtime
+
+
 def _oldest_first(rows: pd.DataFrame, column: str) -> list:
     """The distinct values of ``column`` in ``rows``, ordered by when their first result was
-    stored (``finished_at``; unrecorded times first)."""
+    stored (:func:`_stored_at`)."""
     first = {}
     for value, path in zip(rows[column], rows["path"]):
         if pd.notna(value):
-            stamp = str(_read(path).get("finished_at") or "")
-            first[value] = min(first.get(value, stamp), stamp)
+            first[value] = min(first.get(value, _stored_at(path)), _stored_at(path))
     return sorted(first, key=lambda value: first[value])
 
 

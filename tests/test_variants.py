@@ -90,7 +90,7 @@ def test_a_malformed_variant_is_refused_naming_the_suite_file(tmp_path, sections
 @pytest.mark.parametrize("sections, expected", [
     ('[methods.v]\nbase = "nosuch"\n', r"variant 'v' has base 'nosuch', which is neither a registered "
                                        r"method \(.*random.*\) nor a variant of this suite \(v\)"),
-    ('[methods.w]\nbase = "v"\n[methods.v]\nbase = "nosuch"\n', r"variant '\w' has base 'nosuch'"),
+    ('[methods.w]\nbase = "v"\n[methods.v]\nbase = "nosuch"\n', r"variant 'w' has base 'nosuch'"),
     ('[methods.random]\nbase = "bigan"\n', r"\[methods.\"random\"\] declares base = 'bigan', but "
                                            r"'random' is a registered method"),
 ])

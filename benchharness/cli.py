@@ -44,15 +44,18 @@ def main():
 @click.option("--suite", default="smoke", show_default=True,
               help="Suite name (a file in benchmarks/: smoke, voc-transfer) or path to a suite TOML.")
 @click.option("--method", "methods", multiple=True, metavar="SPEC",
-              help="Method to run (repeatable), replacing the suite's list. "
-                   "Use checkpoint:PATH to evaluate your own weights.")
+              help="Method to run (repeatable), replacing the suite's list: a registered method "
+                   "(`benchharness plugins`) or a variant the suite declares ([methods.\"NAME\"] "
+                   "with base = \"METHOD\": the base's section overlaid with its own keys), e.g. "
+                   "--method bigan-112e. Use checkpoint:PATH to evaluate your own weights.")
 @click.option("--task", "tasks", multiple=True, metavar="NAME",
               help="Task to run (repeatable), replacing the suite's list: voc07-cls, voc07-det, "
                    "voc12-seg, source-cls (Table 5.2: source-set top-1 above frozen convN).")
 @click.option("--protocol", "protocols", multiple=True, metavar="NAME",
               help="Only these protocols (repeatable), each applied to the tasks that have it: "
                    "fc8, fc6-8, all (voc07-cls); conv1..conv5 (source-cls: conv1..convN frozen); "
-                   "knn-conv1..knn-fc7 (voc07-cls, source-cls: k-NN on that stage).")
+                   "knn-conv1..knn-fc7 (voc07-cls, source-cls: k-NN on that stage). A protocol none of the "
+                   "selected tasks has is an error listing theirs.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Number of transfer seeds (0..N-1); default from the suite.")
 @click.option("--results", "results_dir", default=DEFAULT_RESULTS, show_default=True,
@@ -113,11 +116,14 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     protocol and seed, score it, and store one JSON result per job.
 
     Finished jobs are skipped, so re-running the same command after a kill resumes the grid.
-    `benchharness status` shows what a run (of any executor) is doing.
+    `benchharness status` shows what a run (of any executor) is doing. Method, variant, task and
+    protocol names are checked before any data is read or generated; a selection that leaves
+    no job is an error.
     """
     from .executors import check_executor, parse_option, run_plan
     from .plugins import get_registry
     from .runner import Runner, plan as make_plan, prepare_data_root
+    from .selection import select
     from .suite import load_suite
 
     registry = get_registry()
@@ -134,6 +140,8 @@ def run(suite, methods, tasks, protocols, seeds, results_dir, cache_dir, data_ro
     if workers:
         options["workers"] = workers
     options = check_executor(options, "run options")
+    # every name first: a typo must not cost a generated world or a built model
+    select(the_suite, registry, list(methods), list(tasks), list(protocols), seeds)
     root = prepare_data_root(the_suite, data_root, log)
     the_plan = make_plan(the_suite, registry, root, list(methods), list(tasks), list(protocols), seeds,
                          {"rescale": True} if rescale else None, schedule_fraction)

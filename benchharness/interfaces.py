@@ -132,7 +132,9 @@ class Task:
     """A transfer task: fit a Representation to a target dataset and predict on its test split.
 
     ``transfer(representation, protocol, ctx)`` returns a :class:`TransferOutput`.
-    ``protocols`` names what may be passed; ``datasets`` names what it reads (for messages).
+    ``protocols`` names what may be passed; ``datasets`` names what it reads (for messages);
+    ``default_protocols`` those a suite runs when its ``[tasks.NAME]`` lists none (all of
+    ``protocols`` when empty: a task's optional protocols, k-NN and probes, are asked for by name).
     """
 
     name: str
@@ -140,6 +142,11 @@ class Task:
     datasets: tuple[str, ...]
     transfer: Callable[["Representation", str, RunContext], TransferOutput]
     description: str = ""
+    default_protocols: tuple[str, ...] = ()
+
+    def protocols_by_default(self) -> list[str]:
+        """The protocols a suite that names none runs."""
+        return list(self.default_protocols or self.protocols)
 
 
 @dataclass

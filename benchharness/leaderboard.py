@@ -25,6 +25,10 @@ Published rows
     after the measured rows of the same group, labelled ``<method> [published: <source>]``
     (``(rescaled)`` added for rescaled models), with their source in the ``source`` column
     (measured rows read ``measured`` there).
+One configuration per row
+    Results of one method whose settings differ (another ``representation_key``, or another
+    ``config_hash`` for the same task, protocol and seed) are never averaged: every view stops
+    with an error naming both and what differs (:mod:`benchharness.configurations`).
 Schedule fraction and data
     Results of ``run --schedule-fraction F`` (F < 1) are rows of their own, labelled
     ``<method> †`` (``<method> †F`` when several fractions are present), with a legend line naming
@@ -57,6 +61,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import latex
+from .configurations import check_rows
 from .interfaces import GROUPS, DataError
 
 COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -186,7 +191,10 @@ def _column_of(task, protocol) -> str:
 
 def _labels(df: pd.DataFrame) -> pd.Series:
     """Each result's row label: the method, marked ``†`` for a schedule fraction below 1 (``†F``
-    when several fractions are present) and ``[data TAG]`` when more than one data identity is."""
+    when several fractions are present) and ``[data TAG]`` when more than one data identity is.
+
+    Every view labels its rows here, so every view refuses a row that would average results of
+    different method or task settings (:func:`benchharness.configurations.check_rows`)."""
     fractions = df["schedule_fraction"] if "schedule_fraction" in df else pd.Series(1.0, index=df.index)
     fractions = pd.to_numeric(fractions, errors="coerce").fillna(1.0)
     partial = sorted({float(f) for f in fractions if f != 1})
@@ -201,7 +209,9 @@ def _labels(df: pd.DataFrame) -> pd.Series:
         if several_data:
             label += f" [data {tag}]"
         labels.append(label)
-    return pd.Series(labels, index=df.index, dtype=object)
+    labels = pd.Series(labels, index=df.index, dtype=object)
+    check_rows(df, labels)
+    return labels
 
 
 def legend(results_df: pd.DataFrame | None) -> list[str]:

@@ -31,11 +31,12 @@ from .data.voc.check import ensure_devkit
 from .data.voc.devkit import find_devkit
 from .data.voc.identity import DataIdentity, identify, synthetic_recipe
 from .export import export_predictions
-from .interfaces import BenchharnessError, DataError, RunContext
+from .interfaces import BenchharnessError, RunContext
 from .locks import FileLock
 from .plugins import Registry
 from .representation import Representation
 from .results import ResultStore, versions
+from .selection import select
 from .suite import (Job, Suite, check_schedule_fraction, config_hash, file_digest, scale_schedule,
                     split_method_spec)
 from .tasks.settings import SCHEDULE_FRACTION_KEY
@@ -124,7 +125,8 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
          tasks: list[str] | None = None, protocols: list[str] | None = None,
          seeds: int | None = None, task_overrides: dict | None = None,
          schedule_fraction: float = 1.0) -> Plan:
-    """Expand the suite (filtered by the CLI's choices) into jobs; checks names and data first.
+    """Expand the suite (filtered by the CLI's choices) into jobs; checks names
+    (:func:`~benchharness.selection.select`) and data first.
 
     ``task_overrides`` (e.g. ``{"rescale": True}``) are added to every task's settings.
     ``schedule_fraction`` F in (0, 1] multiplies every schedule count
@@ -133,62 +135,46 @@ def plan(suite: Suite, registry: Registry, data_root: Path, methods: list[str] |
     data's identity (split fingerprint included) are part of every job's hash.
     """
     fraction = check_schedule_fraction(schedule_fraction)
-    methods = list(methods or suite.methods)
-    task_names = list(tasks or suite.tasks)
+    chosen = select(suite, registry, methods, tasks, protocols, seeds)
     registered_methods = registry.methods()
     datasets = registry.datasets()
-    registry.get("backbones", suite.backbone)
     ident = data_identity(data_root)
     data = identify(data_root)
     jobs, method_configs = [], {}
     years = set()
-    for task_name in task_names:
+    for task_name, task_protocols in chosen.protocols.items():
         task = registry.get("tasks", task_name)
         for ds in task.datasets:  # stop before spending compute when data is missing
             if ds in datasets:
                 datasets[ds].locate(data_root)
             if ds.startswith("voc"):
                 years.add(ds.removeprefix("voc"))
-        chosen = (suite.tasks.get(task_name) or suite.task_config.get(task_name, {}).get("protocols")
-                  or list(task.protocols))
-        if protocols:
-            chosen = [p for p in protocols if p in task.protocols]
-        if SCHEDULE_FRACTION_KEY in suite.task_config.get(task_name, {}):
-            raise BenchharnessError(f"{suite.path or suite.name}: [tasks.{task_name}] sets "
-                                    f"{SCHEDULE_FRACTION_KEY}; give it as `run --schedule-fraction F`")
-        bad = [p for p in chosen if p not in task.protocols]
-        if bad:
-            raise BenchharnessError(f"task {task_name}: unknown protocols {bad}; it has {task.protocols}")
-        for spec in methods:
-            name, arg = split_method_spec(spec)
-            if name not in registered_methods:
-                registry.get("methods", name)  # raises with the list of known methods
-            method = registered_methods[name]
-            if method.takes_argument and not arg:
-                raise BenchharnessError(f"method {name} needs an argument: --method {name}:PATH")
-            if arg and not method.takes_argument:
-                raise BenchharnessError(f"method {name} takes no argument (got {spec!r})")
-            mcfg = scale_schedule(dict(suite.method_config.get(name, {})), fraction)
+        for choice in chosen.methods:
+            resolved, arg = choice.resolved, choice.arg
+            method = registered_methods[resolved.plugin]
+            mcfg = scale_schedule(dict(resolved.settings), fraction)
             arg_id = None
             if arg:
                 p = Path(arg).expanduser()
-                if not p.exists():
-                    raise DataError(p, "checkpoint not found")
                 arg_id = file_digest(p) if p.is_file() else str(p.resolve())
                 if method.argument_files:
                     arg_id = [arg_id, *(file_digest(f) for f in method.argument_files(arg, mcfg))]
-            rep_key = config_hash({"method": name, "arg": arg_id, "config": mcfg,
-                                   "backbone": suite.backbone, "data": ident})
+            keyed = {"method": resolved.name, "arg": arg_id, "config": mcfg,
+                     "backbone": suite.backbone, "data": ident}
+            if resolved.base is not None:  # a variant (a registered method's key is unchanged)
+                keyed["plugin"] = resolved.plugin
+            rep_key = config_hash(keyed)
             method_configs[rep_key] = mcfg
             tcfg = {**scale_schedule(suite.task_config.get(task_name, {}), fraction),
                     **(task_overrides or {})}
             if fraction != 1:
                 tcfg[SCHEDULE_FRACTION_KEY] = fraction
-            for protocol in chosen:
+            for protocol in task_protocols:
                 for seed in range(seeds or suite.seeds_for(task_name, protocol)):
                     h = config_hash({"rep": rep_key, "task": task_name, "protocol": protocol,
                                      "config": tcfg, "seed": seed, "data": data.key})
-                    jobs.append(Job(suite.name, spec, task_name, protocol, seed, rep_key, h, tcfg))
+                    jobs.append(Job(suite.name, choice.spec, task_name, protocol, seed, rep_key, h,
+                                    tcfg, resolved.base, resolved.plugin))
     if years:  # structure, split files and annotations, every problem listed at once
         ensure_devkit(data_root, sorted(years), quick=True)
     return Plan(suite, data_root, jobs, method_configs, data, fraction)
@@ -271,15 +257,16 @@ class Runner:
     def _pretrain_locked(self, plan: Plan, job: Job, directory: Path) -> tuple[Representation, bool]:
         if (directory / "representation.json").is_file():
             return Representation.load(directory), True
-        name, arg = split_method_spec(job.method_spec)
-        method = self.registry.get("methods", name)
+        _, arg = split_method_spec(job.method_spec)
+        method = self.registry.get("methods", job.registered_method)
         mcfg = plan.method_configs[job.representation_key]
         ctx = self.context(plan, int(mcfg.get("seed", 0)), mcfg, arg)
         ctx.state_dir = directory.parent / ".partial" / directory.name
         self.log(f"pretraining {job.method} ({method.group}) on {self.device}")
         start = time.perf_counter()
         rep = ddp_job.pretrain(method, ctx, self.nproc)
-        rep.meta.update({"method": job.method, "group": mcfg.get("group", method.group),
+        rep.meta.update({"method": job.method, "base": job.base,
+                         "group": mcfg.get("group", method.group),
                          "config_hash": job.representation_key, "config": mcfg,
                          "pretrain_seconds": time.perf_counter() - start,
                          "device": str(self.device), "backbone": plan.suite.backbone})
@@ -428,7 +415,11 @@ class Runner:
         start = time.perf_counter()
         rescaled = bool(job.task_config.get("rescale"))
         base = {"method": job.method + (" (rescaled)" if rescaled else ""), "rescaled": rescaled,
-                "method_spec": job.method_spec, "task": job.task,
+                "method_spec": job.method_spec, "base": job.base,
+                # the settings behind representation_key and config_hash, so that the leaderboard
+                # can name what differs between two configurations of one method
+                "method_config": plan.method_configs[job.representation_key],
+                "task_config": job.task_config, "task": job.task,
                 "protocol": job.protocol, "seed": job.seed, "suite": job.suite,
                 "config_hash": job.config_hash, "representation_key": job.representation_key,
                 "backbone": plan.suite.backbone, "data_root": str(plan.data_root),
@@ -438,9 +429,8 @@ class Runner:
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "versions": versions()}
-        name, _ = split_method_spec(job.method_spec)
         base["group"] = plan.method_configs[job.representation_key].get(
-            "group", self.registry.methods()[name].group)
+            "group", self.registry.methods()[job.registered_method].group)
         try:
             if job.representation_key not in memo:
                 try:

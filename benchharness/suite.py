@@ -2,9 +2,10 @@
 
 A suite names a backbone, the methods, the tasks and their protocols, the number of seeds, the
 data root, and per-method (``[methods.NAME]``) and per-task (``[tasks.NAME]``, with optional
-``[tasks.NAME.PROTOCOL]`` overrides) settings; ``seeds`` in a task's section (or a protocol's
-table) replaces the suite's for that task (protocol): the smoke suite runs detection,
-segmentation and the ``all`` protocol on one seed. See
+``[tasks.NAME.PROTOCOL]`` overrides) settings; a ``[methods.NAME]`` section with ``base``
+declares a variant of another method (:mod:`benchharness.variants`). ``seeds`` in a task's
+section (or a protocol's table) replaces the suite's for that task (protocol): the smoke suite
+runs detection, segmentation and the ``all`` protocol on one seed. See
 ``benchmarks/smoke.toml``.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from .executors import check_executor
 from .interfaces import BenchharnessError
+from .variants import ResolvedMethod, declared_bases, resolve
 
 SCHEDULE_KEYS = frozenset({"epochs", "iterations", "steps", "warmup_epochs", "stepsize"})
 """The settings that count iterations or epochs (``stepsize``: Caffe's learning-rate step
@@ -93,7 +95,8 @@ class Suite:
     seeds: int = 1
     data_root: str | None = None
     synthetic: dict[str, Any] | None = None  # {"seed": int, "size": str} when the default world is used
-    method_config: dict[str, dict] = field(default_factory=dict)
+    method_config: dict[str, dict] = field(default_factory=dict)  # [methods.NAME] sections
+    variants: dict[str, str] = field(default_factory=dict)  # variant name -> its declared base
     task_config: dict[str, dict] = field(default_factory=dict)
     # [tasks.X] / [tasks.X.PROTOCOL] seeds, replacing `seeds`, keyed "X" / "X.PROTOCOL"
     task_seeds: dict[str, int] = field(default_factory=dict)
@@ -105,6 +108,11 @@ class Suite:
         """How many seeds the jobs of ``task`` under ``protocol`` run: the protocol table's
         ``seeds``, else the task section's, else the suite's."""
         return self.task_seeds.get(f"{task}.{protocol}", self.task_seeds.get(task, self.seeds))
+
+    def resolve_method(self, name: str) -> ResolvedMethod:
+        """What runs method ``name`` (no ``:ARG``) with which settings: a variant's base's
+        section overlaid with its own (:mod:`benchharness.variants`)."""
+        return resolve(name, self.method_config, self.variants)
 
     @classmethod
     def from_dict(cls, raw: dict, path: Path | None = None) -> "Suite":
@@ -121,6 +129,7 @@ class Suite:
         tasks_raw = raw.get("tasks", {})
         if not isinstance(tasks_raw, dict) or "use" not in tasks_raw:
             raise BenchharnessError(f"{where}: [tasks] needs `use = [\"task\", ...]`")
+        method_cfg = {k: v for k, v in methods_raw.items() if k != "use"}
         task_cfg = {k: copy.deepcopy(v) for k, v in tasks_raw.items() if k != "use"}
         tasks = {t: list(task_cfg.get(t, {}).get("protocols", [])) for t in tasks_raw["use"]}
         task_seeds = {}
@@ -141,7 +150,7 @@ class Suite:
             backbone=raw.get("backbone", "alexnet-small"),
             methods=list(methods_raw["use"]), tasks=tasks, seeds=int(raw.get("seeds", 1)),
             data_root=raw.get("data_root"), synthetic=raw.get("synthetic"),
-            method_config={k: v for k, v in methods_raw.items() if k != "use"},
+            method_config=method_cfg, variants=declared_bases(method_cfg, where),
             task_config=task_cfg, task_seeds=task_seeds, description=raw.get("description", ""),
             device=raw.get("device", "auto"), executor=check_executor(raw.get("executor", {}), where))
 
@@ -193,10 +202,17 @@ class Job:
     representation_key: str
     config_hash: str
     task_config: dict = field(hash=False, compare=False)
+    base: str | None = None  # a variant's declared base (None: a registered method)
+    plugin: str | None = None  # the registered method that pretrains it (None: the spec's name)
 
     @property
     def method(self) -> str:
         return method_label(self.method_spec)
+
+    @property
+    def registered_method(self) -> str:
+        """The name of the registered method that pretrains this job's representation."""
+        return self.plugin or split_method_spec(self.method_spec)[0]
 
     @property
     def file_stem(self) -> str:

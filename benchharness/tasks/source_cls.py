@@ -296,4 +296,5 @@ def benchharness_tasks():
     # (source_folders checks them when the job starts)
     return [Task(TASK, PROTOCOLS, (), transfer,
                  "source-set (ImageNet) top-1 with conv1..convN frozen, the rest re-initialised "
-                 "and trained (Noroozi & Favaro 2016; Table 5.2); k-NN on a frozen stage")]
+                 "and trained (Noroozi & Favaro 2016; Table 5.2); k-NN on a frozen stage",
+                 default_protocols=CONV_STAGES)]

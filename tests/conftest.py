@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,14 @@ epochs = 1
 batch_size = 16
 test_crops = 1
 """
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs two workers), each worker gets its share of the cores:
+    torch's default of one thread per core in every worker would oversubscribe the machine."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 @pytest.fixture(scope="session")

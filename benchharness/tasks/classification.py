@@ -6,6 +6,8 @@ Protocols, over the representation's fixed stage names:
   none); only a new linear classifier trains.
 - ``fc6-8``: conv1..conv5 frozen; fc6, fc7 and the new classifier train.
 - ``all``: the whole network fine-tunes.
+- ``probe-conv1`` .. ``probe-fc7``: linear SVMs on one frozen stage's pooled features, the cost
+  chosen by cross-validation (:mod:`.probe`).
 
 Training: multi-label sigmoid cross-entropy with 'difficult' labels ignored, random-scale crops
 and mirroring, SGD with momentum and a step schedule (in epochs with ``lr_steps`` tenfold drops,
@@ -29,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,8 @@ from ..training import LossGuard, sgd_step
 from .settings import caffe_step_schedule, from_suite_section, step_schedule
 from .crop_bank import CropBank, cached_features, compute_features, feature_cache_key
 
-PROTOCOLS = ("fc8", "fc6-8", "all")
+PROBE_PROTOCOLS = tuple(f"probe-{stage}" for stage in STAGES)
+PROTOCOLS = ("fc8", "fc6-8", "all", *PROBE_PROTOCOLS)
 FROZEN_THROUGH = {"fc8": "fc7", "fc6-8": "conv5", "all": None}
 
 
@@ -94,6 +97,7 @@ class ClsConfig:
     compile: bool = False  # torch.compile the classifier
     metric: str = "voc07-11pt"
     extra_metrics: tuple[str, ...] = ("sklearn-ap", "voc10-area")
+    probe: dict = field(default_factory=dict)  # [tasks.voc07-cls.probe]: the probes' settings
 
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "ClsConfig":
@@ -333,6 +337,10 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     """Train on the train split under ``protocol`` and predict the test split."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"voc07-cls: unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    if protocol in PROBE_PROTOCOLS:
+        from . import probe  # imported here: the probe reads this module's settings and splits
+
+        return probe.transfer(representation, protocol, ctx)
     cfg = ClsConfig.from_mapping(ctx.config, protocol)
     cfg.input_size = cfg.input_size or representation.network.spec.input_size
     cfg.store_size = cfg.store_size or round(cfg.input_size * 1.25)
@@ -412,6 +420,7 @@ def _distributed_info(cfg: ClsConfig) -> dict:
 
 @hookimpl
 def benchharness_tasks():
-    """VOC 2007 classification under the fc8, fc6-8 and all protocols."""
+    """VOC 2007 classification under the fc8, fc6-8 and all protocols, and the linear probes."""
     return [Task("voc07-cls", PROTOCOLS, ("voc2007",), transfer,
-                 "PASCAL VOC 2007 multi-label classification (Krahenbuhl et al. 2016 protocols)")]
+                 "PASCAL VOC 2007 multi-label classification (Krahenbuhl et al. 2016 protocols; "
+                 "linear SVM probes of each stage)")]

@@ -1,0 +1,189 @@
+"""Linear SVMs for the probes: one objective, two solvers.
+
+Every problem ``p`` is liblinear's L2-regularised, squared-hinge ("L2-loss") SVM with a
+regularised bias, as scikit-learn's ``LinearSVC(penalty="l2", loss="squared_hinge",
+intercept_scaling=1)`` solves it::
+
+    min_w  1/2 |w~|^2 + sum_i C_p s_ip max(0, 1 - y_ip w~ . x~_i)^2,    x~ = [x, 1], w~ = [w, b]
+
+``y`` is +-1 per sample and problem, ``s`` a per-sample cost multiplier (class weights; 0 leaves
+a sample out). Many problems share one feature matrix (every class and every cost of a probe).
+
+``sklearn``
+    One ``LinearSVC`` per problem (liblinear's dual coordinate descent, stopping at ``tol``).
+``torch``
+    All problems at once on the torch device: the primal Newton method of Chapelle (2007,
+    "Training a support vector machine in the primal") in its kernel form. By the representer
+    theorem ``w~ = X~^T alpha``; with the kernel ``K = X~ X~^T`` shared by every problem, a
+    Newton step solves, per problem, ``(K_II + diag(1 / (2 C s_I))) alpha_I = y_I`` over the
+    samples ``I`` inside the margin (``alpha = 0`` elsewhere), followed by a backtracking line
+    search (Armijo), until the margin set stops changing: then the solution is exact. Systems are
+    ``n x n`` (``n`` samples), batched and solved by Cholesky in float64.
+
+Both return the same ``(w, b)`` up to liblinear's tolerance (``tests/test_probe.py``;
+``benchmarks/probe_solvers.py`` measures them side by side).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SOLVERS = ("sklearn", "torch")
+
+NEWTON_STEPS = 50
+"""At most this many Newton steps per problem (they usually stop after 5-15)."""
+
+_BATCH_BYTES = {"cpu": 1 << 30, "cuda": 16 << 30}
+"""Memory the batched ``n x n`` systems may take at once, per device type."""
+
+
+@dataclass
+class SvmFit:
+    """Weights ``w`` [P, d], biases ``b`` [P] (float64, numpy), and how each problem ended:
+    ``converged`` [P] (always true for ``sklearn``, which warns instead) and ``steps`` [P]
+    (Newton steps, or liblinear's iterations)."""
+
+    w: np.ndarray
+    b: np.ndarray
+    converged: np.ndarray
+    steps: np.ndarray
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """Decision values ``x @ w.T + b`` for samples ``x`` [m, d]: [m, P]."""
+        return np.asarray(x, dtype=np.float64) @ self.w.T + self.b
+
+
+def fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, costs: np.ndarray, solver: str,
+        device: torch.device | None = None, tol: float = 1e-4, max_iter: int = 2000,
+        seed: int = 0) -> SvmFit:
+    """Fit ``P`` SVMs on samples ``x`` [n, d]: labels ``y`` [n, P] in {-1, +1}, cost multipliers
+    ``weight`` [n, P] (>= 0; 0 leaves the sample out of problem p) and costs ``costs`` [P] > 0.
+
+    ``tol``, ``max_iter`` and ``seed`` (liblinear's shuffling) reach the ``sklearn`` solver;
+    ``device`` the ``torch`` one. A problem left without both labels gets ``w = 0`` and the bias
+    of its one label (+-1).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown SVM solver {solver!r}; choose from {SOLVERS}")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    n, p = y.shape
+    if x.shape[0] != n or weight.shape != y.shape or costs.shape != (p,):
+        raise ValueError(f"SVM shapes disagree: x {x.shape}, y {y.shape}, weight {weight.shape}, "
+                         f"costs {costs.shape}")
+    if np.any(costs <= 0) or np.any(weight < 0):
+        raise ValueError("SVM costs must be > 0 and sample weights >= 0")
+    used = weight > 0
+    both = np.any(used & (y > 0), axis=0) & np.any(used & (y < 0), axis=0)
+    out = SvmFit(np.zeros((p, x.shape[1])), np.zeros(p), np.ones(p, dtype=bool), np.zeros(p, dtype=int))
+    for j in np.nonzero(~both)[0]:  # one label only: a constant decision of that label
+        out.b[j] = 1.0 if np.any(used[:, j] & (y[:, j] > 0)) else -1.0
+    todo = np.nonzero(both)[0]
+    if todo.size:
+        solve = _sklearn if solver == "sklearn" else _torch
+        w, b, converged, steps = solve(x, y[:, todo], weight[:, todo], costs[todo],
+                                       device=device, tol=tol, max_iter=max_iter, seed=seed)
+        out.w[todo], out.b[todo], out.converged[todo], out.steps[todo] = w, b, converged, steps
+    return out
+
+
+def _sklearn(x, y, weight, costs, *, tol, max_iter, seed, **_):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    p = y.shape[1]
+    w, b = np.zeros((p, x.shape[1])), np.zeros(p)
+    converged, steps = np.ones(p, dtype=bool), np.zeros(p, dtype=int)
+    for j in range(p):
+        keep = weight[:, j] > 0
+        clf = LinearSVC(C=float(costs[j]), penalty="l2", loss="squared_hinge", dual=True,
+                        intercept_scaling=1.0, tol=tol, max_iter=max_iter, random_state=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            clf.fit(x[keep], y[keep, j], sample_weight=weight[keep, j])
+        converged[j] = not any(issubclass(c.category, ConvergenceWarning) for c in caught)
+        # LinearSVC orders its classes (-1, +1): coef_ scores the positive label
+        w[j], b[j], steps[j] = clf.coef_[0], clf.intercept_[0], int(np.max(clf.n_iter_))
+    return w, b, converged, steps
+
+
+def _torch(x, y, weight, costs, *, device, **_):
+    device = device or torch.device("cpu")
+    xt = torch.as_tensor(x, dtype=torch.float64, device=device)
+    kernel = xt @ xt.T + 1.0  # x~ = [x, 1]: the bias column of liblinear's intercept_scaling 1
+    n, p = y.shape
+    per_problem = 8 * n * n * 3  # the system, its factor and the masked kernel
+    chunk = max(1, _BATCH_BYTES.get(device.type, 1 << 30) // per_problem)
+    alpha = torch.zeros(n, p, dtype=torch.float64, device=device)
+    converged = torch.zeros(p, dtype=torch.bool)
+    steps = torch.zeros(p, dtype=torch.long)
+    yt = torch.as_tensor(y, dtype=torch.float64, device=device)
+    ct = torch.as_tensor(weight * costs[None, :], dtype=torch.float64, device=device)
+    for start in range(0, p, chunk):
+        cols = slice(start, min(p, start + chunk))
+        a, conv, k = _newton(kernel, yt[:, cols], ct[:, cols])
+        alpha[:, cols], converged[cols], steps[cols] = a, conv.cpu(), k.cpu()
+    w = (xt.T @ alpha).T  # [P, d]
+    b = alpha.sum(0)  # the bias weight times its feature (1)
+    return w.cpu().numpy(), b.cpu().numpy(), converged.numpy(), steps.numpy()
+
+
+def _objective(alpha, out, y, cost):
+    """1/2 alpha^T K alpha + sum cost * hinge^2, per problem (``out = K alpha``)."""
+    hinge = torch.clamp(1 - y * out, min=0) * (cost > 0)
+    return 0.5 * (alpha * out).sum(0) + (cost * hinge * hinge).sum(0)
+
+
+def _newton(kernel, y, cost):
+    """Chapelle's primal Newton in kernel form for the problems in the columns of ``y`` and
+    ``cost`` (per-sample C, 0 = left out); returns (alpha [n, P], converged [P], steps [P])."""
+    n, p = y.shape
+    alpha = torch.zeros_like(y)
+    out = torch.zeros_like(y)  # K alpha
+    converged = torch.zeros(p, dtype=torch.bool, device=y.device)
+    steps = torch.zeros(p, dtype=torch.long, device=y.device)
+    eye = torch.eye(n, dtype=y.dtype, device=y.device)
+    for _ in range(NEWTON_STEPS):
+        todo = torch.nonzero(~converged).flatten()
+        if todo.numel() == 0:
+            break
+        a, o, yy, cc = alpha[:, todo], out[:, todo], y[:, todo], cost[:, todo]
+        active = (cc > 0) & (yy * o < 1)
+        m = active.T.to(y.dtype)  # [P', n]
+        # inactive samples get the identity row, so their alpha comes out 0
+        diag = torch.where(active.T, 1 / (2 * cc.T.clamp_min(1e-300)), torch.ones_like(m))
+        system = m[:, :, None] * kernel[None] * m[:, None, :] + eye * diag[:, :, None]
+        factor, _ = torch.linalg.cholesky_ex(system)
+        target = torch.cholesky_solve((m * yy.T)[:, :, None], factor)[:, :, 0].T
+        direction = target - a
+        change = kernel @ direction
+        t = _backtrack(a, o, direction, change, yy, cc)
+        a, o = a + t * direction, o + t * change
+        alpha[:, todo], out[:, todo] = a, o
+        steps[todo] += 1
+        # the margin set that gave the step is the one at the new point: alpha is exact
+        same = torch.all(((cc > 0) & (yy * o < 1)) == active, dim=0) & (t == 1)
+        converged[todo] = same
+    return alpha, converged, steps
+
+
+def _backtrack(alpha, out, direction, change, y, cost, shrink: float = 0.5, tries: int = 30):
+    """Per problem, the largest step ``t`` in ``1, 1/2, 1/4, ...`` with Armijo's sufficient
+    decrease of the objective along ``direction`` (``change = K direction``)."""
+    f0 = _objective(alpha, out, y, cost)
+    hinge = torch.clamp(1 - y * out, min=0) * (cost > 0)
+    slope = (direction * out).sum(0) - (2 * cost * hinge * y * change).sum(0)
+    t = torch.ones_like(f0)
+    for _ in range(tries):
+        f = _objective(alpha + t * direction, out + t * change, y, cost)
+        ok = f <= f0 + 1e-4 * t * slope + 1e-12 * f0.abs()  # (rounding at the optimum)
+        if bool(ok.all()):
+            break
+        t = torch.where(ok, t, t * shrink)
+    return t

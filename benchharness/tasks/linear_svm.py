@@ -13,12 +13,12 @@ a sample out). Many problems share one feature matrix (every class and every cos
     One ``LinearSVC`` per problem (liblinear's dual coordinate descent, stopping at ``tol``).
 ``torch``
     All problems at once on the torch device: the primal Newton method of Chapelle (2007,
-    "Training a support vector machine in the primal") in its kernel form. By the representer
-    theorem ``w~ = X~^T alpha``; with the kernel ``K = X~ X~^T`` shared by every problem, a
-    Newton step solves, per problem, ``(K_II + diag(1 / (2 C s_I))) alpha_I = y_I`` over the
-    samples ``I`` inside the margin (``alpha = 0`` elsewhere), followed by a backtracking line
-    search (Armijo), until the margin set stops changing: then the solution is exact. Systems are
-    ``n x n`` (``n`` samples), batched and solved by Cholesky in float64.
+    "Training a support vector machine in the primal"). Each step solves, per problem, the
+    regularised least-squares system of the samples ``I`` inside the margin, then a backtracking
+    line search (Armijo) moves towards its solution; when the margin set stops changing the
+    solution is exact. With fewer samples than features the system is the kernel form's
+    (``n x n``: ``w~ = X~^T alpha``, ``(K_II + diag(1 / (2 C s_I))) alpha_I = y_I``), else the
+    primal one (``(d+1) x (d+1)``); batched, solved by Cholesky in float64.
 
 Both return the same ``(w, b)`` up to liblinear's tolerance (``tests/test_probe.py``;
 ``benchmarks/probe_solvers.py`` measures them side by side).
@@ -116,72 +116,120 @@ def _sklearn(x, y, weight, costs, *, tol, max_iter, seed, **_):
 def _torch(x, y, weight, costs, *, device, **_):
     device = device or torch.device("cpu")
     xt = torch.as_tensor(x, dtype=torch.float64, device=device)
-    kernel = xt @ xt.T + 1.0  # x~ = [x, 1]: the bias column of liblinear's intercept_scaling 1
+    xt = torch.cat([xt, torch.ones(len(xt), 1, dtype=xt.dtype, device=device)], 1)  # x~ = [x, 1]
     n, p = y.shape
-    per_problem = 8 * n * n * 3  # the system, its factor and the masked kernel
-    chunk = max(1, _BATCH_BYTES.get(device.type, 1 << 30) // per_problem)
-    alpha = torch.zeros(n, p, dtype=torch.float64, device=device)
+    # the smaller of the two equivalent systems: n x n (kernel) or (d + 1) x (d + 1) (primal)
+    space = _Kernel(xt) if n <= xt.shape[1] else _Primal(xt)
+    chunk = max(1, _BATCH_BYTES.get(device.type, 1 << 30) // (8 * 3 * space.size ** 2))
+    coef = torch.zeros(space.size, p, dtype=torch.float64, device=device)
     converged = torch.zeros(p, dtype=torch.bool)
     steps = torch.zeros(p, dtype=torch.long)
     yt = torch.as_tensor(y, dtype=torch.float64, device=device)
     ct = torch.as_tensor(weight * costs[None, :], dtype=torch.float64, device=device)
     for start in range(0, p, chunk):
         cols = slice(start, min(p, start + chunk))
-        a, conv, k = _newton(kernel, yt[:, cols], ct[:, cols])
-        alpha[:, cols], converged[cols], steps[cols] = a, conv.cpu(), k.cpu()
-    w = (xt.T @ alpha).T  # [P, d]
-    b = alpha.sum(0)  # the bias weight times its feature (1)
-    return w.cpu().numpy(), b.cpu().numpy(), converged.numpy(), steps.numpy()
+        c, conv, k = _newton(space, yt[:, cols], ct[:, cols])
+        coef[:, cols], converged[cols], steps[cols] = c, conv.cpu(), k.cpu()
+    w = space.weights(coef).T  # [P, d + 1]
+    return w[:, :-1].cpu().numpy(), w[:, -1].cpu().numpy(), converged.numpy(), steps.numpy()
 
 
-def _objective(alpha, out, y, cost):
-    """1/2 alpha^T K alpha + sum cost * hinge^2, per problem (``out = K alpha``)."""
-    hinge = torch.clamp(1 - y * out, min=0) * (cost > 0)
-    return 0.5 * (alpha * out).sum(0) + (cost * hinge * hinge).sum(0)
+class _Primal:
+    """Coefficients are ``w~`` itself; a Newton target solves
+    ``(I + X~_I^T diag(2 C_I) X~_I) w~ = X~_I^T (2 C_I y_I)``."""
+
+    def __init__(self, xt):
+        self.xt, self.size = xt, xt.shape[1]
+
+    def out(self, coef):
+        return self.xt @ coef
+
+    def weights(self, coef):
+        return coef
+
+    def target(self, active, y, cost):
+        s = (2 * cost * active).T  # [P, n]
+        system = (self.xt.T[None] * s[:, None, :]) @ self.xt
+        system.diagonal(dim1=1, dim2=2).add_(1.0)
+        rhs = ((s * y.T) @ self.xt)[:, :, None]
+        return torch.cholesky_solve(rhs, torch.linalg.cholesky_ex(system)[0])[:, :, 0].T
+
+    def regularizer(self, coef, direction):
+        """``1/2 |coef + t direction|^2`` as ``(r0, r1, r2)``: r0 + t r1 + t^2 r2 / 2."""
+        return (0.5 * (coef * coef).sum(0), (coef * direction).sum(0), (direction * direction).sum(0))
 
 
-def _newton(kernel, y, cost):
-    """Chapelle's primal Newton in kernel form for the problems in the columns of ``y`` and
-    ``cost`` (per-sample C, 0 = left out); returns (alpha [n, P], converged [P], steps [P])."""
-    n, p = y.shape
-    alpha = torch.zeros_like(y)
-    out = torch.zeros_like(y)  # K alpha
+class _Kernel:
+    """Coefficients ``alpha`` with ``w~ = X~^T alpha`` (the representer theorem); a Newton
+    target solves ``(K_II + diag(1 / (2 C_I))) alpha_I = y_I``, ``alpha = 0`` elsewhere
+    (Chapelle 2007), ``K = X~ X~^T``."""
+
+    def __init__(self, xt):
+        self.xt, self.kernel, self.size = xt, xt @ xt.T, xt.shape[0]
+
+    def out(self, coef):
+        return self.kernel @ coef
+
+    def weights(self, coef):
+        return self.xt.T @ coef
+
+    def target(self, active, y, cost):
+        m = active.T.to(y.dtype)  # [P, n]
+        # samples outside the margin get an identity row, so their alpha comes out 0
+        diag = torch.where(active.T, 1 / (2 * cost.T.clamp_min(1e-300)), torch.ones_like(m))
+        system = m[:, :, None] * self.kernel[None] * m[:, None, :]
+        system.diagonal(dim1=1, dim2=2).add_(diag)
+        factor, _ = torch.linalg.cholesky_ex(system)
+        return torch.cholesky_solve((m * y.T)[:, :, None], factor)[:, :, 0].T
+
+    def regularizer(self, coef, direction):
+        """``1/2 (a + t d)^T K (a + t d)`` as ``(r0, r1, r2)``: r0 + t r1 + t^2 r2 / 2."""
+        kc, kd = self.kernel @ coef, self.kernel @ direction
+        return 0.5 * (coef * kc).sum(0), (coef * kd).sum(0), (direction * kd).sum(0)
+
+
+def _newton(space, y, cost):
+    """Newton's method with a margin set for the problems in the columns of ``y`` and ``cost``
+    (per-sample C, 0 = left out); returns (coefficients, converged [P], steps [P])."""
+    p = y.shape[1]
+    coef = torch.zeros(space.size, p, dtype=y.dtype, device=y.device)
+    out = torch.zeros_like(y)  # the decision values of the current coefficients
     converged = torch.zeros(p, dtype=torch.bool, device=y.device)
     steps = torch.zeros(p, dtype=torch.long, device=y.device)
-    eye = torch.eye(n, dtype=y.dtype, device=y.device)
     for _ in range(NEWTON_STEPS):
         todo = torch.nonzero(~converged).flatten()
         if todo.numel() == 0:
             break
-        a, o, yy, cc = alpha[:, todo], out[:, todo], y[:, todo], cost[:, todo]
+        c, o, yy, cc = coef[:, todo], out[:, todo], y[:, todo], cost[:, todo]
         active = (cc > 0) & (yy * o < 1)
-        m = active.T.to(y.dtype)  # [P', n]
-        # inactive samples get the identity row, so their alpha comes out 0
-        diag = torch.where(active.T, 1 / (2 * cc.T.clamp_min(1e-300)), torch.ones_like(m))
-        system = m[:, :, None] * kernel[None] * m[:, None, :] + eye * diag[:, :, None]
-        factor, _ = torch.linalg.cholesky_ex(system)
-        target = torch.cholesky_solve((m * yy.T)[:, :, None], factor)[:, :, 0].T
-        direction = target - a
-        change = kernel @ direction
-        t = _backtrack(a, o, direction, change, yy, cc)
-        a, o = a + t * direction, o + t * change
-        alpha[:, todo], out[:, todo] = a, o
+        direction = space.target(active, yy, cc) - c
+        change = space.out(direction)
+        t = _backtrack(space.regularizer(c, direction), o, change, yy, cc)
+        c, o = c + t * direction, o + t * change
+        coef[:, todo], out[:, todo] = c, o
         steps[todo] += 1
-        # the margin set that gave the step is the one at the new point: alpha is exact
-        same = torch.all(((cc > 0) & (yy * o < 1)) == active, dim=0) & (t == 1)
-        converged[todo] = same
-    return alpha, converged, steps
+        # the margin set that gave the step is the one at the new point: the solution is exact
+        converged[todo] = torch.all(((cc > 0) & (yy * o < 1)) == active, dim=0) & (t == 1)
+    return coef, converged, steps
 
 
-def _backtrack(alpha, out, direction, change, y, cost, shrink: float = 0.5, tries: int = 30):
-    """Per problem, the largest step ``t`` in ``1, 1/2, 1/4, ...`` with Armijo's sufficient
-    decrease of the objective along ``direction`` (``change = K direction``)."""
-    f0 = _objective(alpha, out, y, cost)
+def _loss(out, y, cost):
+    """sum_i C_i max(0, 1 - y_i out_i)^2 per problem (samples with C_i = 0 left out)."""
     hinge = torch.clamp(1 - y * out, min=0) * (cost > 0)
-    slope = (direction * out).sum(0) - (2 * cost * hinge * y * change).sum(0)
+    return (cost * hinge * hinge).sum(0)
+
+
+def _backtrack(reg, out, change, y, cost, shrink: float = 0.5, tries: int = 30):
+    """Per problem, the largest step ``t`` in ``1, 1/2, 1/4, ...`` with Armijo's sufficient
+    decrease of the objective; ``reg = (r0, r1, r2)`` is its regulariser along the step,
+    ``change`` how the decision values move per unit step."""
+    r0, r1, r2 = reg
+    f0 = r0 + _loss(out, y, cost)
+    hinge = torch.clamp(1 - y * out, min=0) * (cost > 0)
+    slope = r1 - (2 * cost * hinge * y * change).sum(0)
     t = torch.ones_like(f0)
     for _ in range(tries):
-        f = _objective(alpha + t * direction, out + t * change, y, cost)
+        f = r0 + t * r1 + 0.5 * t * t * r2 + _loss(out + t * change, y, cost)
         ok = f <= f0 + 1e-4 * t * slope + 1e-12 * f0.abs()  # (rounding at the optimum)
         if bool(ok.all()):
             break

@@ -78,6 +78,7 @@ def test_cross_validation_picks_a_small_cost_on_noisy_labels(cases, solver):
 def test_the_two_solvers_find_the_same_svm():
     rng = np.random.default_rng(1)
     for n, d in ((60, 200), (200, 20)):  # the kernel and the primal systems
+        assert linear_svm.uses_primal(n, d) == (d < n)
         x = np.abs(rng.normal(size=(n, d)))
         y = np.where(x[:, :3].sum(1, keepdims=True) + rng.normal(size=(n, 4)) > 2.5, 1.0, -1.0)
         weight = np.where(y > 0, 2.0, 1.0)
@@ -98,6 +99,18 @@ def test_the_two_solvers_find_the_same_svm():
     margin = np.maximum(0, 1 - y[keep, j] * (xt @ wt))
     grad = wt - 2 * costs[j] * xt.T @ (weight[keep, j] * margin * y[keep, j])
     assert np.abs(grad).max() < 1e-8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_torch_solver_on_cuda_finds_liblinear_s_svm():
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.normal(size=(80, 300)))
+    y = np.where(x[:, :3].sum(1, keepdims=True) + rng.normal(size=(80, 3)) > 2.5, 1.0, -1.0)
+    costs = np.array([0.1, 1.0, 10.0])
+    a = linear_svm.fit(x, y, np.ones_like(y), costs, "sklearn", tol=1e-8, max_iter=1_000_000)
+    b = linear_svm.fit(x, y, np.ones_like(y), costs, "torch", device=torch.device("cuda"))
+    np.testing.assert_allclose(b.w, a.w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.b, a.b, rtol=1e-4, atol=1e-5)
 
 
 def test_grid_sides_give_the_literature_s_9k_features_on_caffenet():

@@ -16,9 +16,10 @@ a sample out). Many problems share one feature matrix (every class and every cos
     "Training a support vector machine in the primal"). Each step solves, per problem, the
     regularised least-squares system of the samples ``I`` inside the margin, then a backtracking
     line search (Armijo) moves towards its solution; when the margin set stops changing the
-    solution is exact. With fewer samples than features the system is the kernel form's
-    (``n x n``: ``w~ = X~^T alpha``, ``(K_II + diag(1 / (2 C s_I))) alpha_I = y_I``), else the
-    primal one (``(d+1) x (d+1)``); batched, solved by Cholesky in float64.
+    solution is exact. The system is the kernel form's (``n x n``: ``w~ = X~^T alpha``,
+    ``(K_II + diag(1 / (2 C s_I))) alpha_I = y_I``) unless the primal one (``(d+1) x (d+1)``) is
+    cheaper to build and factor (features much fewer than samples); batched, solved by Cholesky
+    in float64.
 
 Both return the same ``(w, b)`` up to liblinear's tolerance (``tests/test_probe.py``;
 ``benchmarks/probe_solvers.py`` measures them side by side).
@@ -113,13 +114,20 @@ def _sklearn(x, y, weight, costs, *, tol, max_iter, seed, **_):
     return w, b, converged, steps
 
 
+def uses_primal(n: int, d: int) -> bool:
+    """Whether the torch solver takes the primal system for ``n`` samples of ``d`` features: when
+    building and factoring it (``2 n (d+1)^2 + (d+1)^3 / 3``) costs less than factoring the
+    kernel one (``n^3 / 3``)."""
+    dims = d + 1
+    return 2 * n * dims ** 2 + dims ** 3 / 3 < n ** 3 / 3
+
+
 def _torch(x, y, weight, costs, *, device, **_):
     device = device or torch.device("cpu")
     xt = torch.as_tensor(x, dtype=torch.float64, device=device)
     xt = torch.cat([xt, torch.ones(len(xt), 1, dtype=xt.dtype, device=device)], 1)  # x~ = [x, 1]
     n, p = y.shape
-    # the smaller of the two equivalent systems: n x n (kernel) or (d + 1) x (d + 1) (primal)
-    space = _Kernel(xt) if n <= xt.shape[1] else _Primal(xt)
+    space = _Primal(xt) if uses_primal(n, xt.shape[1] - 1) else _Kernel(xt)
     chunk = max(1, _BATCH_BYTES.get(device.type, 1 << 30) // (8 * 3 * space.size ** 2))
     coef = torch.zeros(space.size, p, dtype=torch.float64, device=device)
     converged = torch.zeros(p, dtype=torch.bool)

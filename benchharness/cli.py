@@ -274,9 +274,8 @@ def report(results_dir, out, reference, suite, pr_methods, data_root):
     """Write one self-contained HTML report: the leaderboard, per-class AP, precision-recall
     curves, layer-wise results, pretext against transfer, cost and provenance. Figures are
     embedded; the page fetches nothing and opens offline."""
-    from .report import write_report
-
     from .leaderboard_layers import LAYERS_CSV
+    from .report import write_report
 
     ref_path = find_reference(Path(results_dir)) if reference else None
     layers_path = find_reference(Path(results_dir), LAYERS_CSV) if reference else None

@@ -149,6 +149,14 @@ def test_pool_map_averages_blocks_by_hand():
     assert probe_features.pool_map(x, dims=4, pool="max").tolist() == [[5.0, 7.0, 13.0, 15.0]]
 
 
+def test_the_two_views_of_an_image():
+    images = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
+    as_float = images.float() / 255
+    torch.testing.assert_close(probe_features.view(images, 64, "center"), as_float[:, :, 8:72, 8:72])
+    torch.testing.assert_close(probe_features.view(images, 80, "resize"), as_float)
+    assert probe_features.view(images, 40, "resize").shape == (2, 3, 40, 40)
+
+
 def test_probe_settings_are_checked():
     assert ProbeConfig.from_mapping({"windows": {"conv1": [19, 4]}}).windows == {"conv1": (19, 4)}
     for raw, match in (({"cost": [1.0]}, "unknown voc07-cls probe settings.*'cost'"),

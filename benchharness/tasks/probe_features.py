@@ -37,7 +37,6 @@ import torchvision.transforms.v2.functional as TF
 
 from ..accel import autocast, prepare_model, to_device
 from ..backbones import CONV_STAGES, STAGES
-from ..data.transforms import center_crop_batch
 from .crop_bank import feature_cache_key, load_features, store_features
 
 PROBE_POINTS = {**{s: "relu" for s in CONV_STAGES[:4]}, "conv5": "output", "fc6": "output", "fc7": "output"}
@@ -93,7 +92,7 @@ def view(images: torch.Tensor, size: int, how: str) -> torch.Tensor:
     if how == "resize":
         return TF.resize(images, [size, size], antialias=True).float().div_(255)
     if how == "center":
-        return center_crop_batch(images, size, fraction=min(1.0, size / images.shape[-1]))
+        return TF.center_crop(images, [size, size]).float().div_(255)
     raise ValueError(f"probe view must be one of {VIEWS}, not {how!r}")
 
 

@@ -159,6 +159,10 @@ def test_the_two_views_of_an_image():
 
 def test_probe_settings_are_checked():
     assert ProbeConfig.from_mapping({"windows": {"conv1": [19, 4]}}).windows == {"conv1": (19, 4)}
+    auto, cpu = ProbeConfig(), torch.device("cpu")
+    assert [auto.solver_on(cpu, 1000, 256), auto.solver_on(cpu, 1000, 9248),
+            auto.solver_on(torch.device("cuda"), 1000, 256)] == ["sklearn", "torch", "torch"]
+    assert ProbeConfig(solver="sklearn").solver_on(torch.device("cuda"), 10, 10) == "sklearn"
     for raw, match in (({"cost": [1.0]}, "unknown voc07-cls probe settings.*'cost'"),
                        ({"costs": [0.0, 1.0]}, "positive"),
                        ({"folds": 1}, "at least 2"),

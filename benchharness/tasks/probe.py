@@ -45,7 +45,7 @@ class ProbeConfig:
     pool: str = "avg"  # avg | max
     windows: dict = field(default_factory=dict)  # {stage: [kernel, stride]}: fixed pooling windows
     view: str = "resize"  # resize: the whole image at the input size; center: its central crop
-    solver: str = "auto"  # auto (torch on CUDA, sklearn on a CPU) | sklearn | torch
+    solver: str = "auto"  # auto (see solver_on) | sklearn | torch
     tol: float = 1e-4  # liblinear's stopping tolerance (sklearn solver)
     max_iter: int = 2000  # liblinear's iteration limit (sklearn solver)
 
@@ -65,12 +65,14 @@ class ProbeConfig:
                              f"(got {cfg.dims}, {cfg.positive_weight})")
         return cfg
 
-    def solver_on(self, device: torch.device) -> str:
-        """The solver that runs: ``auto`` is ``torch`` on CUDA and ``sklearn`` on a CPU
-        (``benchmarks/probe_solvers.py`` measures both)."""
+    def solver_on(self, device: torch.device, n: int, d: int) -> str:
+        """The solver that runs for ``n`` training images of ``d`` features: ``auto`` is
+        ``torch`` on CUDA; on a CPU, ``torch`` when the features outnumber the images (liblinear
+        slows with the dimension, the torch solver's kernel system does not) and ``sklearn``
+        otherwise (README "Linear probes" and ``benchmarks/probe_solvers.py`` give the times)."""
         if self.solver != "auto":
             return self.solver
-        return "torch" if device.type == "cuda" else "sklearn"
+        return "torch" if device.type == "cuda" or d >= n else "sklearn"
 
 
 def stage_of(protocol: str) -> str:
@@ -125,7 +127,7 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
         train_x, test_x = train_x.double().numpy(), test_x.double().numpy()
     t_feats = time.perf_counter() - t0 - t_data
 
-    solver = probe.solver_on(ctx.device)
+    solver = probe.solver_on(ctx.device, *train_x.shape)
     fit = probe_classifier.fit_probe(train_x, train_labels, test_x, probe.costs, probe.folds, ctx.seed,
                                      solver, probe.positive_weight, ctx.device, probe.tol, probe.max_iter)
     t_total = time.perf_counter() - t0

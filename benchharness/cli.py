@@ -35,6 +35,7 @@ def main():
       benchharness data synth --out data/synthetic-small   # the embedded default world
       benchharness run --suite smoke                       # pretrain, transfer, evaluate
       benchharness leaderboard --reference                 # the table, beside published rows
+      benchharness leaderboard --view layers --reference   # layer-wise results (probes), Table 5.2
       benchharness report --reference                      # one HTML page: table, figures, cost
       benchharness plugins                                 # what methods/tasks are installed
     """
@@ -53,9 +54,10 @@ def main():
                    "voc12-seg, source-cls (Table 5.2: source-set top-1 above frozen convN).")
 @click.option("--protocol", "protocols", multiple=True, metavar="NAME",
               help="Only these protocols (repeatable), each applied to the tasks that have it: "
-                   "fc8, fc6-8, all (voc07-cls); conv1..conv5 (source-cls: conv1..convN frozen); "
-                   "knn-conv1..knn-fc7 (voc07-cls, source-cls: k-NN on that stage). A protocol none of the "
-                   "selected tasks has is an error listing theirs.")
+                   "fc8, fc6-8, all (voc07-cls); probe-conv1..probe-fc7 (voc07-cls: linear probes); "
+                   "conv1..conv5 (source-cls: conv1..convN frozen); knn-conv1..knn-fc7 (voc07-cls, "
+                   "source-cls: k-NN on that stage). A protocol none of the selected tasks has is an "
+                   "error listing theirs.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Number of transfer seeds (0..N-1); default from the suite.")
 @click.option("--results", "results_dir", default=DEFAULT_RESULTS, show_default=True,
@@ -196,46 +198,70 @@ def plugins(as_json):
         click.echo(f"{kind}: {', '.join(info[kind])}")
 
 
+VIEWS = ("table", "layers", "per-class", "cost")
+
+
 @main.command()
 @click.option("--results", "results_dir", default=DEFAULT_RESULTS, show_default=True,
               type=click.Path(file_okay=False), help="Results store to read.")
 @click.option("--format", "fmt", default="markdown", show_default=True,
               type=click.Choice(["markdown", "latex", "html", "csv"]))
+@click.option("--view", type=click.Choice(VIEWS), default=None,
+              help="table: the transfer table, Table 5.3's shape (the default); layers: Table 5.2's "
+                   "shape, one column per layer (conv1..conv5, fc6, fc7) and one row per method, a "
+                   "table per task and protocol family (probe-<layer>, knn-<layer>, <layer>); "
+                   "per-class; cost.")
 @click.option("--reference", is_flag=True,
-              help="Add the published rows (results/reference/published_voc_transfer.csv), marked.")
+              help="Add the published rows, marked: results/reference/published_voc_transfer.csv "
+                   "(table view) or published_layers.csv (layers view).")
 @click.option("--suite", default=None, help="Only results of this suite.")
 @click.option("--per-class", "per_class", is_flag=True,
-              help="Per-class view: one row per method and task/protocol, one column per class "
-                   "(mean over seeds).")
+              help="Per-class view (same as --view per-class): one row per method and "
+                   "task/protocol, one column per class (mean over seeds).")
 @click.option("--cost", is_flag=True,
-              help="Cost view: per method, pretraining and transfer seconds, device, GPU-hours "
-                   "(CUDA only) and peak memory.")
-def leaderboard(results_dir, fmt, reference, suite, per_class, cost):
+              help="Cost view (same as --view cost): per method, pretraining and transfer seconds, "
+                   "device, GPU-hours (CUDA only) and peak memory.")
+def leaderboard(results_dir, fmt, view, reference, suite, per_class, cost):
     """Print the transfer leaderboard: rows by supervision group, columns cls fc8 / fc6-8 / all,
     det, seg; mean +- std over seeds; best measured value per column marked.
 
     \b
     --format latex gives a booktabs table (needs \\usepackage{booktabs}) with the notes in
-    its caption. --per-class and --cost print the other two views instead.
+    its caption. --view layers prints the layer-wise results (e.g. the voc07-cls probes,
+    `run --protocol probe-conv5`), which the transfer table leaves out; --per-class and --cost
+    print the other two views.
     """
     from . import leaderboard as lb
 
-    if per_class and cost:
-        raise click.UsageError("--per-class and --cost are two views; ask for one")
-    if (per_class or cost) and reference:
-        raise click.UsageError("--reference adds published rows to the main table only")
+    chosen = {v for v, on in (("per-class", per_class), ("cost", cost), (view, view is not None)) if on}
+    if len(chosen) > 1:
+        raise click.UsageError(f"{', '.join(sorted(chosen))} are different views; ask for one")
+    view = chosen.pop() if chosen else "table"
+    if reference and view not in ("table", "layers"):
+        raise click.UsageError("--reference adds published rows to the table and layers views only")
     df = lb.load_results(Path(results_dir))
     if suite is not None and not df.empty:
         df = df[df["suite"] == suite]
     ref = None
+    if view == "layers":
+        from . import leaderboard_layers as layers
+
+        if reference:
+            ref = layers.load_layer_reference(find_reference(Path(results_dir), layers.LAYERS_CSV))
+        if ref is None and not any(layers.layer_of(p) for p in df.get("protocol", [])):
+            raise BenchharnessError(f"no layer-wise results under {Path(results_dir) / 'runs'} (protocols "
+                                    "conv1..fc7, probe-<layer>, knn-<layer>); e.g. `benchharness run "
+                                    "--protocol probe-conv5`, or add --reference")
+        click.echo(layers.render_layers(df, ref, fmt))
+        return
     if reference:
         ref = lb.load_reference(find_reference(Path(results_dir)))
     if df.empty and ref is None:
         raise BenchharnessError(f"no results under {Path(results_dir) / 'runs'}; run `benchharness run` first")
-    if per_class or cost:
+    if view in ("per-class", "cost"):
         from . import leaderboard_views as views
 
-        click.echo(views.render_per_class(df, fmt) if per_class else views.render_cost(df, fmt))
+        click.echo(views.render_per_class(df, fmt) if view == "per-class" else views.render_cost(df, fmt))
         return
     click.echo(lb.render(df, ref, fmt))
 
@@ -246,7 +272,8 @@ def leaderboard(results_dir, fmt, reference, suite, per_class, cost):
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
               help="HTML file to write [default: RESULTS/report.html].")
 @click.option("--reference", is_flag=True,
-              help="Add the published rows (results/reference/published_voc_transfer.csv), in their own block.")
+              help="Add the published rows (results/reference/published_voc_transfer.csv, and "
+                   "published_layers.csv in the layer-wise section), in their own block.")
 @click.option("--suite", default=None, help="Only results of this suite.")
 @click.option("--pr-method", "pr_methods", multiple=True, metavar="METHOD",
               help="Draw the precision-recall curves of this method (repeatable; a leaderboard row "
@@ -258,12 +285,14 @@ def report(results_dir, out, reference, suite, pr_methods, data_root):
     """Write one self-contained HTML report: the leaderboard, per-class AP, precision-recall
     curves, layer-wise results, pretext against transfer, cost and provenance. Figures are
     embedded; the page fetches nothing and opens offline."""
+    from .leaderboard_layers import LAYERS_CSV
     from .report import write_report
 
     ref_path = find_reference(Path(results_dir)) if reference else None
+    layers_path = find_reference(Path(results_dir), LAYERS_CSV) if reference else None
     path = write_report(Path(out) if out else Path(results_dir) / "report.html", Path(results_dir),
                         reference=reference, suite=suite, pr_methods=list(pr_methods) or None,
-                        data_root=data_root, reference_path=ref_path)
+                        data_root=data_root, reference_path=ref_path, layers_reference_path=layers_path)
     click.echo(f"report written: {path.resolve()}")
 
 
@@ -294,12 +323,14 @@ def status(results_dir, show_all, as_json):
     click.echo(render(states, records, Path(results_dir), show_all))
 
 
-def find_reference(results_dir: Path) -> Path:
-    """The published-numbers CSV: in the results store, else the one in the source tree."""
+def find_reference(results_dir: Path, source_csv: Path | None = None) -> Path:
+    """A published-numbers CSV (by default the transfer table's, ``source_csv`` names another of
+    the source tree's): the file of that name in the results store, else the source tree's."""
     from .leaderboard import REFERENCE_CSV
 
-    candidate = results_dir / "reference" / REFERENCE_CSV.name
-    return candidate if candidate.is_file() else REFERENCE_CSV
+    source_csv = source_csv or REFERENCE_CSV
+    candidate = results_dir / "reference" / source_csv.name
+    return candidate if candidate.is_file() else source_csv
 
 
 @main.command()

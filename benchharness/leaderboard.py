@@ -4,7 +4,10 @@ The table has the shape of the published AlexNet-era transfer table: one row per
 grouped by supervision (``sup``, ``self-sup``, ``unsup``, ``none``, in that order; any other
 group after them), and the columns ``cls fc8``, ``cls fc6-8``, ``cls all`` (task ``voc07-cls``
 under those protocols), ``det`` (``voc07-det``, protocol ``all``) and ``seg`` (``voc12-seg``,
-protocol ``all``). Results of other task/protocol pairs get extra columns ``"<task> <protocol>"``.
+protocol ``all``). Results of other task/protocol pairs get extra columns ``"<task> <protocol>"``,
+except the layer-wise ones (``conv1``, ``probe-fc7``, ...: :mod:`benchharness.layer_protocols`),
+which ``leaderboard --view layers`` shows (:mod:`benchharness.leaderboard_layers`); a note says
+how many there are.
 
 Cells
     ``mean ± std`` over seeds, std being the sample standard deviation (ddof=1); a single seed
@@ -63,6 +66,7 @@ from tabulate import tabulate
 from . import latex
 from .configurations import check_rows
 from .interfaces import GROUPS, DataError
+from .layer_protocols import is_layer_protocol
 
 COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     # (column label, task, protocol, column of the published CSV)
@@ -306,16 +310,60 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}"
 
 
+def typical_seeds(summary: pd.DataFrame) -> int:
+    """The most common number of successful seeds of the cells of a :func:`summarize` frame
+    (the larger one on a tie); 0 when no cell has one."""
+    ok_n = [int(n) for n in summary["n"] if n > 0]
+    return max(Counter(ok_n).items(), key=lambda kv: (kv[1], kv[0]))[0] if ok_n else 0
+
+
+def cell_text(cell: pd.DataFrame, typical_n: int) -> str:
+    """One cell's text from its :func:`summarize` rows (one per metric id): ``mean`` or ``mean
+    ± std``, ``(n=k)`` when k differs from ``typical_n``, ``[metric]`` when several metric ids
+    share the cell, ``(k failed)``; ``failed`` when no seed succeeded. The ± is the format-neutral
+    placeholder that rendering replaces."""
+    ok = cell[cell["n"] > 0]
+    n_failed = int(cell["n_failed"].iloc[0])
+    parts = []
+    for _, r in ok.iterrows():
+        text = _fmt(r["mean"]) if r["n"] == 1 else f"{_fmt(r['mean'])} {_PM} {_fmt(r['std'])}"
+        if r["n"] != typical_n:
+            text += f" (n={int(r['n'])})"
+        if len(ok) > 1:
+            text += f" [{r['metric']}]"
+        parts.append(text)
+    if not parts:
+        return "failed"
+    return "; ".join(parts) + (f" ({n_failed} failed)" if n_failed else "")
+
+
+def table_results(results_df: pd.DataFrame | None) -> pd.DataFrame:
+    """The results of the transfer table: all but the layer-wise ones
+    (:mod:`benchharness.layer_protocols`), which ``--view layers`` shows."""
+    if results_df is None or results_df.empty:
+        return pd.DataFrame() if results_df is None else results_df
+    return results_df[[not is_layer_protocol(p) for p in results_df["protocol"]]]
+
+
+def _layer_note(results_df: pd.DataFrame | None) -> list[str]:
+    if results_df is None or results_df.empty:
+        return []
+    n = sum(is_layer_protocol(p) for p in results_df["protocol"])
+    return [f"{n} layer-wise result(s) (protocols conv1..fc7, probe-*, knn-*) are not in this table: "
+            "see `benchharness leaderboard --view layers`."] if n else []
+
+
 def _build(results_df: pd.DataFrame | None, reference_df: pd.DataFrame | None):
-    """Rows, column labels and footnote lines shared by every text format."""
-    summary = summarize(results_df if results_df is not None else pd.DataFrame())
+    """Rows, column labels and footnote lines shared by every text format (layer-wise results
+    left out, with a note saying so)."""
+    layer_note = _layer_note(results_df)
+    results_df = table_results(results_df)
+    summary = summarize(results_df)
     standard = [c[0] for c in COLUMNS]
     extra = sorted(set(summary["column"]) - set(standard))
     columns = standard + extra
 
-    ok_n = [int(n) for n in summary["n"] if n > 0]
-    # the most common number of seeds (the larger one on a tie)
-    typical_n = max(Counter(ok_n).items(), key=lambda kv: (kv[1], kv[0]))[0] if ok_n else 0
+    typical_n = typical_seeds(summary)
 
     # metric ids per column over measured results
     col_metrics: dict[str, list[str]] = {}
@@ -328,21 +376,7 @@ def _build(results_df: pd.DataFrame | None, reference_df: pd.DataFrame | None):
     for (group, method), part in summary.groupby(["group", "method"], sort=False):
         row = _Row(group=group, method=method, source="measured", published=False, rescaled=False)
         for column, cell in part.groupby("column", sort=False):
-            ok = cell[cell["n"] > 0]
-            n_failed = int(cell["n_failed"].iloc[0])
-            parts = []
-            for _, r in ok.iterrows():
-                text = _fmt(r["mean"]) if r["n"] == 1 else f"{_fmt(r['mean'])} {_PM} {_fmt(r['std'])}"
-                if r["n"] != typical_n:
-                    text += f" (n={int(r['n'])})"
-                if len(ok) > 1:
-                    text += f" [{r['metric']}]"
-                parts.append(text)
-            if not parts:
-                text = "failed"
-            else:
-                text = "; ".join(parts) + (f" ({n_failed} failed)" if n_failed else "")
-            row.cells[column] = _Cell(text)
+            row.cells[column] = _Cell(cell_text(cell, typical_n))
         measured[(group, method)] = row
 
     # best per column among measured single-metric cells
@@ -380,12 +414,12 @@ def _build(results_df: pd.DataFrame | None, reference_df: pd.DataFrame | None):
         rows.extend(sorted((r for r in measured.values() if r.group == group), key=lambda r: r.method))
         rows.extend(r for r in published if r.group == group)
 
-    notes = legend(results_df)
+    notes = legend(results_df) + layer_note
     described = [f"{c}: {', '.join(m)}" + (" (mixed; best not marked)" if len(m) > 1 else "")
                  for c, m in col_metrics.items() if m]
     if described:
         notes.append("Metric per column (measured): " + "; ".join(described) + ".")
-    if ok_n:
+    if typical_n:
         seeds = "seed" if typical_n == 1 else "seeds"
         notes.append(
             f"Measured cells: mean {_PM} sample std (ddof=1) over {typical_n} {seeds}"
@@ -418,7 +452,7 @@ def _bold(text: str, fmt: str) -> str:
 
 
 def _csv(rows: list[_Row], results_df, reference_df) -> str:
-    summary = summarize(results_df if results_df is not None else pd.DataFrame())
+    summary = summarize(table_results(results_df))
     best = {(r.group, r.method, c) for r in rows if not r.published for c, cell in r.cells.items() if cell.best}
     records = []
     for _, s in summary.iterrows():

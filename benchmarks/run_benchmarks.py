@@ -20,6 +20,10 @@ one-off feature computation in the cached time.
 ``det_eval_speedup``: the detection AP evaluator vs a plain per-detection loop on 5,000 images
 x 20 classes x 50 detections per image and class (``det_eval_speed.py``), identical APs.
 
+``probe_sklearn_over_torch``, ``probe_same_cost_fraction``, ``probe_max_map_diff``: the linear
+probes' two SVM solvers on the smoke suite's supervised representation, same features and folds
+(``probe_solvers.py``; per stage: ``probe_solver_seconds``, ``probe_map``).
+
 ``pool2_vs_inline_throughput`` and ``submitit_local_overhead_s``: one grid under ``inline``,
 ``pool`` with 2 workers and submitit's local executor (``executor_throughput.py``).
 ``pretrain_peak_rss_ratio_4x``: peak resident memory of supervised pretraining (streamed from
@@ -54,6 +58,7 @@ import cpu_step_efficiency  # noqa: E402  (sibling scripts of this one)
 import det_eval_speed  # noqa: E402
 import executor_throughput  # noqa: E402
 import peak_rss  # noqa: E402
+import probe_solvers  # noqa: E402
 import train_step_efficiency  # noqa: E402
 from smoke_profile import profile  # noqa: E402
 
@@ -107,6 +112,7 @@ def main() -> None:
         t_board = timed(["leaderboard", "--reference", "--results", str(results)])
         rows = [json.loads(p.read_text()) for p in (results / "runs").rglob("*.json")]
         cache = frozen_cache_speedup(world, results / "cache")
+        probes = probe_solvers.measure(world, results / "cache")
         det_eval = det_eval_speed.measure()
         steps = cpu_step_efficiency.measure_available(world)
         executors = executor_throughput.measure(world)
@@ -128,6 +134,7 @@ def main() -> None:
         "smoke_profile": profile(rows),
         **steps,
         **cache,
+        **probes,
         **det_eval,
         **executors,
         **memory,

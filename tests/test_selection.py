@@ -34,7 +34,7 @@ def run(suite: Path, tmp_path: Path, *args: str):
 
 @pytest.mark.parametrize("args, expected", [
     (["--protocol", "fc9"], "protocol fc9: none of the selected tasks has it (voc07-cls has fc8, fc6-8, "
-                            "all, knn-conv1"),
+                            "all, probe-conv1"),
     (["--protocol", "fc9"], "; voc07-det has all, fc6-8; voc12-seg has all, fc6-8)"),
     (["--protocol", "fc8", "--protocol", "fc9"], "protocol fc9: none of the selected tasks has it"),
     (["--task", "voc07-det", "--protocol", "fc8"],

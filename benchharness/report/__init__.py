@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from .. import __version__
 from .. import leaderboard as lb
+from .. import leaderboard_layers
 from ..interfaces import BenchharnessError, DataError
 from . import figures, sections
 from .curves import NoCurveKind, pr_curves
@@ -64,11 +65,13 @@ def _pr_section(records: list[dict], means: dict, pr_methods: list[str] | None,
 
 def build_report(results_dir: Path | str, reference: bool = False, suite: str | None = None,
                  pr_methods: list[str] | None = None, data_root: Path | str | None = None,
-                 reference_path: Path | str | None = None) -> str:
+                 reference_path: Path | str | None = None,
+                 layers_reference_path: Path | str | None = None) -> str:
     """The report of the results under ``results_dir`` as one HTML string.
 
     ``reference`` adds the published rows (``reference_path``, default the CSV of
-    :data:`benchharness.leaderboard.REFERENCE_CSV`); ``suite`` keeps that suite's results only;
+    :data:`benchharness.leaderboard.REFERENCE_CSV`; the layer-wise ones from
+    ``layers_reference_path``, default :data:`benchharness.leaderboard_layers.LAYERS_CSV`); ``suite`` keeps that suite's results only;
     ``pr_methods`` names the methods (row labels) whose precision-recall curves are drawn
     (default: best and worst of each column); ``data_root`` overrides the data each result
     recorded, for curves of a store whose data has moved. Raises :class:`BenchharnessError`
@@ -90,8 +93,11 @@ def build_report(results_dir: Path | str, reference: bool = False, suite: str | 
     means = sections.column_means(records)
     pr, no_curve = _pr_section(records, means, pr_methods,
                                Path(data_root) if data_root is not None else None)
-    layers = [dict(task=task, frame=frame, figure=_data_uri(figures.layerwise(frame, f"{task}: by layer")))
-              for task, frame in sections.layerwise(records).items()]
+    layer_ref = (leaderboard_layers.load_layer_reference(layers_reference_path or leaderboard_layers.LAYERS_CSV)
+                 if reference else None)
+    tables = leaderboard_layers.layer_tables(df, layer_ref)
+    layers = [dict(table=t, figure=_data_uri(figures.layerwise(t.means, t.title)) if not t.means.empty else None)
+              for t in tables]
     points = sections.pretext_points(records)
     point_columns = [c for c in sections._ordered_columns(means) if c in points.columns]
     pretext_figure = (_data_uri(figures.pretext_vs_transfer(points, point_columns))
@@ -116,6 +122,7 @@ def build_report(results_dir: Path | str, reference: bool = False, suite: str | 
         pr_default=not pr_methods,
         no_curve=no_curve,
         layers=layers,
+        layer_notes=leaderboard_layers.notes(tables, df) if tables else [],
         points=points.to_dict("records") if not points.empty else [],
         point_columns=point_columns,
         pretext_figure=pretext_figure,

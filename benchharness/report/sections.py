@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,6 @@ from pathlib import Path
 import pandas as pd
 
 from .. import leaderboard as lb
-from ..backbones import STAGES
-
-LAYER_PROTOCOL = re.compile(r"^(?:probe-)?(conv[1-5]|pool[1-5]|fc[67])$|^probe-.+$")
-"""Protocols of layer-wise results (Table 5.2 style): ``conv1`` .. ``conv5``, ``fc6``,
-``fc7`` and any ``probe-<layer>``."""
-
 
 def read_records(results_df: pd.DataFrame) -> list[dict]:
     """The result JSON of every row of ``results_df`` (same order), with the row's ``label``
@@ -182,29 +175,6 @@ def first_seed(records: list[dict], column: str, method: str) -> dict | None:
     """The successful result of ``method`` in ``column`` with the lowest seed."""
     found = [r for r in records if is_ok(r) and r["column"] == column and r["label"] == method]
     return min(found, key=lambda r: (r.get("seed") is None, r.get("seed") or 0), default=None)
-
-
-# ------------------------------------------------------------------------------ layer-wise
-
-
-def _layer_key(protocol: str) -> tuple[int, str]:
-    name = protocol.removeprefix("probe-")
-    return (STAGES.index(name), protocol) if name in STAGES else (len(STAGES), protocol)
-
-
-def layerwise(records: list[dict]) -> dict[str, pd.DataFrame]:
-    """Per task: methods x layer protocols (mean over successful seeds), layers in network
-    order. Empty when no result has a layer protocol."""
-    acc: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        if is_ok(r) and LAYER_PROTOCOL.match(str(r.get("protocol"))):
-            acc[r["task"]][(r["label"], r["protocol"])].append(float(r["value"]))
-    out = {}
-    for task, cells in sorted(acc.items()):
-        frame = pd.Series({k: sum(v) / len(v) for k, v in cells.items()}).unstack()
-        layers = sorted(frame.columns, key=_layer_key)
-        out[task] = frame.loc[sorted(frame.index), layers].astype(float)
-    return out
 
 
 # ------------------------------------------------------------------------------ pretext

@@ -8,6 +8,8 @@ Protocols, over the representation's fixed stage names:
 - ``all``: the whole network fine-tunes.
 - ``knn-<stage>`` (``knn-conv1`` .. ``knn-fc7``): nothing trains; k-nearest-neighbour votes on
   the frozen stage's output (:mod:`~benchharness.tasks.cls_knn`, ``knn_k``, ``knn_weighting``).
+- ``probe-conv1`` .. ``probe-fc7``: linear SVMs on one frozen stage's pooled features, the cost
+  chosen by cross-validation (:mod:`.probe`).
 
 Training: multi-label sigmoid cross-entropy with 'difficult' labels ignored, random-scale crops
 and mirroring, SGD with momentum and a step schedule (in epochs with ``lr_steps`` tenfold drops,
@@ -31,7 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +59,9 @@ from .crop_bank import CropBank, cached_features, compute_features, feature_cach
 from .cls_knn import transfer_knn
 from .knn import KNN_PROTOCOLS
 
+PROBE_PROTOCOLS = tuple(f"probe-{stage}" for stage in STAGES)
 TABLE_PROTOCOLS = ("fc8", "fc6-8", "all")  # Table 5.3's columns: what a suite runs by default
-PROTOCOLS = TABLE_PROTOCOLS + KNN_PROTOCOLS
+PROTOCOLS = TABLE_PROTOCOLS + PROBE_PROTOCOLS + KNN_PROTOCOLS
 FROZEN_THROUGH = {"fc8": "fc7", "fc6-8": "conv5", "all": None}
 
 
@@ -101,6 +104,7 @@ class ClsConfig:
     extra_metrics: tuple[str, ...] = ("sklearn-ap", "voc10-area")
     knn_k: int = 20  # knn-<stage>: neighbours voting per test image (no literature setting)
     knn_weighting: str = "similarity"  # knn-<stage>: votes weighted by cosine similarity, or "uniform"
+    probe: dict = field(default_factory=dict)  # [tasks.voc07-cls.probe]: the probes' settings
 
     @classmethod
     def from_mapping(cls, config, protocol: str) -> "ClsConfig":
@@ -340,6 +344,10 @@ def transfer(representation: Representation, protocol: str, ctx: RunContext) -> 
     """Train on the train split under ``protocol`` and predict the test split."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"voc07-cls: unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    if protocol in PROBE_PROTOCOLS:
+        from . import probe  # imported here: the probe reads this module's settings and splits
+
+        return probe.transfer(representation, protocol, ctx)
     cfg = ClsConfig.from_mapping(ctx.config, protocol)
     cfg.input_size = cfg.input_size or representation.network.spec.input_size
     cfg.store_size = cfg.store_size or round(cfg.input_size * 1.25)
@@ -421,7 +429,9 @@ def _distributed_info(cfg: ClsConfig) -> dict:
 
 @hookimpl
 def benchharness_tasks():
-    """VOC 2007 classification under the fc8, fc6-8, all and knn-<stage> protocols."""
+    """VOC 2007 classification under the fc8, fc6-8 and all protocols, the linear probes and the
+    knn-<stage> protocols."""
     return [Task("voc07-cls", PROTOCOLS, ("voc2007",), transfer,
-                 "PASCAL VOC 2007 multi-label classification (Krahenbuhl et al. 2016 protocols)",
+                 "PASCAL VOC 2007 multi-label classification (Krahenbuhl et al. 2016 protocols; "
+                 "linear SVM probes and k-NN of each stage)",
                  default_protocols=TABLE_PROTOCOLS)]

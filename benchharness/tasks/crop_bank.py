@@ -71,16 +71,30 @@ def compute_features(images: torch.Tensor, bank: CropBank, out_size: int,
     return out.view(n, k, *out.shape[1:])
 
 
+def load_features(cache_file: Path | None) -> torch.Tensor | None:
+    """The features stored in ``cache_file``; None when there is none, or it is torn or foreign
+    (the caller then computes them again and overwrites it)."""
+    if cache_file is None or not cache_file.is_file():
+        return None
+    try:
+        return load_file(str(cache_file))["features"]
+    except Exception:
+        return None
+
+
+def store_features(cache_file: Path, features: torch.Tensor) -> None:
+    """Write ``features`` to ``cache_file`` atomically (safetensors, key ``features``)."""
+    atomic.write_bytes(cache_file, save({"features": features.contiguous()}))
+
+
 def cached_features(cache_file: Path | None, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
     """Load features from ``cache_file`` or compute and store them; returns (features, was_cached)."""
-    if cache_file is not None and cache_file.is_file():
-        try:
-            return load_file(str(cache_file))["features"], True
-        except Exception:  # a torn or foreign file: recompute and overwrite it
-            pass
+    feats = load_features(cache_file)
+    if feats is not None:
+        return feats, True
     feats = compute()
     if cache_file is not None:
-        atomic.write_bytes(cache_file, save({"features": feats.contiguous()}))
+        store_features(cache_file, feats)
     return feats, False
 
 

@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 BH := $(VENV)/bin/benchharness
 STAMP := $(VENV)/.installed
 WORLD ?= data/synthetic-small
+# pytest-xdist workers for `make test` (one per core of the 2-core machines the suite is sized for;
+# each gets its share of torch's threads, tests/conftest.py); TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast test-trackers bench setup clean-results
 
@@ -26,7 +29,7 @@ demo: $(STAMP) $(WORLD)/.complete
 	@echo "report: $(abspath results/report.html) (one self-contained HTML file; open it in a browser)"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # the MLflow and W&B tracker tests need those heavy optional packages (about 200 MB)
 test-trackers: $(STAMP)
@@ -34,7 +37,7 @@ test-trackers: $(STAMP)
 	$(PY) -m pytest -q tests/test_trackers.py
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_benchmarks.py

@@ -39,14 +39,14 @@ NEWTON_STEPS = 50
 """At most this many Newton steps per problem (they usually stop after 5-15)."""
 
 _BATCH_BYTES = {"cpu": 1 << 30, "cuda": 16 << 30}
-"""Memory the batched ``n x n`` systems may take at once, per device type."""
+"""Memory the torch solver's batched systems may take at once, per device type."""
 
 
 @dataclass
 class SvmFit:
     """Weights ``w`` [P, d], biases ``b`` [P] (float64, numpy), and how each problem ended:
-    ``converged`` [P] (always true for ``sklearn``, which warns instead) and ``steps`` [P]
-    (Newton steps, or liblinear's iterations)."""
+    ``converged`` [P] (false where liblinear stopped at ``max_iter``, or Newton at
+    :data:`NEWTON_STEPS`) and ``steps`` [P] (liblinear's iterations, or Newton steps)."""
 
     w: np.ndarray
     b: np.ndarray

@@ -1,7 +1,7 @@
 """Per-class linear SVMs on frozen features, the cost C of each chosen by cross-validation.
 
-As the linear-SVM transfer of the literature (DeCAF, Owens et al. 2016; Goyal et al. 2019's
-``tools/svm/train_svm_kfold.py``): for every class and every cost of the grid, k-fold
+The linear-SVM transfer of DeCAF and Owens et al. (2016), done as Goyal et al. 2019's
+``tools/svm/train_svm_kfold.py`` does it: for every class and every cost of the grid, k-fold
 cross-validation on the training split scored by average precision (scikit-learn's
 ``average_precision_score``, the scoring Goyal et al. use); each class keeps the cost with the
 best mean AP over the folds (the smallest such cost on a tie), is refitted on the whole training

@@ -34,6 +34,11 @@ constant code and "reconstruct" every image by one blurred average, a figure a p
 favours and no informative encoder needs to beat). Stored beside it: ``chance_prior_scaled``,
 ``random_z`` (G of fresh prior samples) and ``shuffled`` (the trained E's code of another
 held-out image). Training state is saved every ``checkpoint_every`` steps.
+
+The networks live in :mod:`.networks`, shared with BiGAN's GAN baselines (``bigan-d``,
+``bigan-lr``, ``bigan-jlr``, :mod:`.baselines`), which this package registers beside ``bigan``:
+the paper's family of models, trained on the same pool with the same generator and conventions,
+reads best as one package whose only entry point names the paper.
 """
 
 from __future__ import annotations

@@ -262,8 +262,10 @@ def reconstruction_pretext(encoder: Encoder, gen_net: Generator, held: torch.Ten
             codes = torch.cat([encoder(x_enc[s:s + 256]) for s in range(0, len(x_enc), 256)])
         fresh.match_codes(x_enc, codes)
         chance = reconstruction_error(fresh, gen_net, held, cfg, ctx.device)
+    # value_at_init: the untrained encoder as the trained one started (its map to z at the
+    # prior's scale), with the trained G: chance_prior_scaled under the name every method uses
     return {"metric": "reconstruction-l2 (lower is better)", "value": value, "chance": chance,
-            "chance_prior_scaled": chance_prior_scaled, "random_z": random_z, "shuffled": shuffled,
+            "value_at_init": chance_prior_scaled, "chance_prior_scaled": chance_prior_scaled, "random_z": random_z, "shuffled": shuffled,
             "held_out_images": len(held)}
 
 

@@ -118,7 +118,8 @@ def test_short_pretraining_gives_a_saveable_representation(tiny_world, tmp_path)
     assert rep.input.mode == "rgb" and rep.input.mean == (0.5,) * 3 and rep.input.std == (0.5,) * 3
     pretext = rep.meta["pretext"]
     assert "lower is better" in pretext["metric"]
-    for key in ("value", "chance", "random_z", "shuffled"):
+    assert pretext["value_at_init"] == pretext["chance_prior_scaled"]
+    for key in ("value", "chance", "value_at_init", "random_z", "shuffled"):
         assert math.isfinite(pretext[key]) and 0 <= pretext[key] <= 4  # MSE of [-1, 1] images
     assert pretext["held_out_images"] >= 1
     assert rep.meta["encoder_size"] == 64 and rep.meta["generator_size"] == 16

@@ -13,9 +13,10 @@ For one Conv2d / Linear layer with ``k`` output channels:
    ``1 / sqrt(lambda + eps)``; components with ``lambda < floor * lambda_max`` get scale 0.
    Here the ZCA form ``V diag(s) V^T`` (the tool's PCA form ``V diag(s)`` is the same space
    rotated; k-means is rotation invariant). ``eps`` is relative: ``EPS`` (1e-3) times the mean
-   kept eigenvalue; the tool adds 1e-3 to the eigenvalues of the unnormalised scatter
-   ``D^T D`` of 0-255 pixels, which is as negligible, and a relative epsilon keeps it so at
-   any input scale.
+   kept eigenvalue, the same at any input scale; it damps only components about 1000 times
+   weaker than the average one (noise that whitening would blow up, as the epsilon of Coates &
+   Ng's ZCA). The tool adds an absolute 1e-3 to the eigenvalues of the unnormalised scatter
+   ``D^T D`` of 0-255 pixels, which regularises nothing.
 3. **k-means** on the whitened patches scaled to unit length (the tool's ``wD /= norm``):
    scikit-learn's MiniBatchKMeans with ``k`` clusters and batch size ``10 k`` (the tool's).
 4. **Un-whitening**: the filter of centroid ``c`` is ``W = c Z`` (``Z`` the ZCA matrix, symmetric),

@@ -198,3 +198,12 @@ def test_end_to_end_on_the_tiny_world(tiny_world, tmp_path):
     result = json.loads(path.read_text())
     assert result["status"] == "ok" and result["method"] == "kmeans" and 0 < result["value"] <= 100
     assert result["pretext"]["value"] > result["pretext"]["value_at_init"]
+
+
+def test_the_suites_declare_kmeans_with_known_settings():
+    from benchharness.suite import load_suite
+    assert "kmeans" in load_suite("table53").methods
+    assert "kmeans" not in load_suite("smoke").methods  # make demo's time: --method selects it
+    for name in ("table53", "voc-transfer"):
+        settings = load_suite(name).resolve_method("kmeans").settings
+        assert settings and set(settings) <= set(kmeans.DEFAULTS), name

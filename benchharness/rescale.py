@@ -37,7 +37,9 @@ Where this differs from the tool, and why:
   comment says); statistics of the network a task evaluates are deterministic this way.
 - A channel whose pre-activation has (near) zero variance on the images is left unscaled, where
   the tool would divide by zero.
-- Only the ``elwise`` type (the tool's default) is implemented, not ``pca``/``zca``/``kmeans``.
+- Of the tool's types ``elwise`` (its default, the one ``run --rescale`` uses) and ``kmeans``
+  (:mod:`benchharness.patch_kmeans`, the ``kmeans`` method's initialisation) are implemented,
+  not ``pca`` / ``zca`` / ``rand``; ``initialise_layers`` takes a type per layer.
 - One fixed seed draws the images and the random numbers, so a representation is rescaled the
   same way in every job (as a released rescaled model is one file), and cached features stay valid.
 """
@@ -54,6 +56,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from .backbones import STAGES, AlexNetTrunk
+from .patch_kmeans import kmeans_filters, layer_patches
 
 INIT_BIAS = 0.1  # magic_init.py -b default
 INIT_IMAGES = 160  # -nit 10 batches x -bs 16
@@ -122,26 +125,83 @@ def channel_statistics(network: AlexNetTrunk, images: torch.Tensor, layer: nn.Mo
     return mean.float(), var.sqrt().float()
 
 
+INIT_TYPES = ("elwise", "kmeans")
+PATCHES_PER_IMAGE = 128  # kmeans: receptive-field windows sampled from each image's layer input
+
+
+@torch.no_grad()
+def layer_input_patches(network: AlexNetTrunk, images: torch.Tensor, layer: nn.Module,
+                        head: nn.Module | None = None, per_image: int = PATCHES_PER_IMAGE,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random receptive-field windows of ``layer``'s input on ``images`` (through the layers
+    below as they are now), rows [n, d] in float64 on the CPU; the forward pass stops there."""
+    rows = []
+
+    def hook(_module, inputs):
+        rows.append(layer_patches(inputs[0].detach(), layer, per_image, generator).double().cpu())
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        for start in range(0, len(images), CHUNK):
+            try:
+                _forward(network, head, images[start:start + CHUNK])
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(rows)
+
+
+def _kmeans_weight(network, images, layer, head, generator, seed: int, per_image: int) -> dict:
+    """Set ``layer``'s weight to the k-means filters of its input patches, group by group;
+    returns what was done (the tool falls back to ``elwise`` with fewer patches than filters)."""
+    patches = layer_input_patches(network, images, layer, head, per_image, generator)
+    groups = getattr(layer, "groups", 1)
+    out_per_group = layer.weight.shape[0] // groups
+    if len(patches) < out_per_group:
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+        return {"type": "elwise", "reason": f"{len(patches)} patches < {out_per_group} filters"}
+    width = patches.shape[1] // groups
+    for g in range(groups):
+        found = kmeans_filters(patches[:, g * width:(g + 1) * width].numpy(), out_per_group, seed + g)
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        layer.weight[rows] = torch.from_numpy(found.filters).view_as(layer.weight[rows]).to(layer.weight)
+    return {"type": "kmeans", "patches": len(patches), "patch_dim": width, "groups": groups}
+
+
 @torch.no_grad()
 def initialise_layers(network: AlexNetTrunk, images: torch.Tensor, names: Sequence[str],
                       head: nn.Module | None = None, bias: float = INIT_BIAS,
-                      generator: torch.Generator | None = None, eps: float = 1e-8) -> dict:
-    """Step 1 (``magicInitialize``, type ``elwise``) for the layers ``names``, bottom to top:
-    N(0, 1) weights, then per output channel std 1 and mean ``bias`` on ``images``. Other layers
-    are not touched. Returns per initialised layer the spread of the factors applied and the
-    number of dead (constant) channels."""
+                      generator: torch.Generator | None = None, eps: float = 1e-8,
+                      types: dict[str, str] | None = None, seed: int = SEED,
+                      per_image: int = PATCHES_PER_IMAGE) -> dict:
+    """Step 1 (``magicInitialize``) for the layers ``names``, bottom to top: weights of the
+    layer's type (``types[name]``, ``elwise`` unless given: N(0, 1); ``kmeans``: the k-means
+    filters of its input patches, :mod:`benchharness.patch_kmeans`, ``seed`` + the group for
+    scikit-learn), then per output channel std 1 and mean ``bias`` on ``images``. Other layers
+    are not touched. Returns per initialised layer the spread of the factors applied, the
+    number of dead (constant) channels and, for ``kmeans``, the patches it used."""
+    types = types or {}
     stats = {}
     for name, layer in parameter_layers(network, head):
         if name not in names:
             continue
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+        kind = types.get(name, "elwise")
+        if kind not in INIT_TYPES:
+            raise ValueError(f"layer {name}: unknown initialisation type {kind!r}; known: {INIT_TYPES}")
         layer.bias.zero_()
+        done = {"type": "elwise"}
+        if kind == "kmeans":
+            done = _kmeans_weight(network, images, layer, head, generator, seed, per_image)
+        else:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
         mean, std = channel_statistics(network, images, layer, head)
         dead = std <= eps
         scale = torch.where(dead, torch.ones_like(std), 1.0 / std.clamp_min(eps))
         layer.weight.mul_(scale.view((-1,) + (1,) * (layer.weight.dim() - 1)).to(layer.weight))
         layer.bias.copy_(torch.where(dead, torch.full_like(mean, bias), bias - mean * scale).to(layer.bias))
-        stats[name] = {"std_min": std.min().item(), "std_median": std.median().item(),
+        stats[name] = {**done, "std_min": std.min().item(), "std_median": std.median().item(),
                        "std_max": std.max().item(), "dead_channels": int(dead.sum())}
     return stats
 

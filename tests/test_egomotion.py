@@ -152,7 +152,7 @@ def _ctx(world, cache, config, state_dir=None):
                       state_dir=state_dir, progress=None, log=lambda m: None)
 
 
-FAST = {"epochs": 2, "batch_size": 16, "held_out": 0.25, "max_gap": 2}
+FAST = {"epochs": 1, "batch_size": 16, "held_out": 0.25, "max_gap": 1}
 
 
 def test_tiny_pretraining_gives_a_loadable_representation(tiny_world, tmp_path):
@@ -163,7 +163,8 @@ def test_tiny_pretraining_gives_a_loadable_representation(tiny_world, tmp_path):
     assert set(pretext["per_dimension"]) == {"tx", "ty", "rz"}
     assert pretext["value"] == pytest.approx(np.mean(list(pretext["per_dimension"].values())))
     assert 1 / 7 <= pretext["chance"] < 1 and 0 <= pretext["value_at_init"] <= 1
-    assert pretext["held_out_pairs"] == 3 * 2 * (7 + 6)  # 3 held-out sequences of 8 frames: 7 pairs 1 apart, 6 pairs 2 apart, both ways
+    assert pretext["held_out_pairs"] == 3 * 2 * 7  # 3 held-out sequences of 8 frames: 7 neighbours, both ways
+    assert rep.meta["frame_pairs"] == 9 * 2 * 7
     loaded = Representation.load(rep.save(tmp_path / "rep"))
     assert loaded.meta["pretext"] == pretext
     for key, value in rep.network.state_dict().items():
@@ -171,7 +172,7 @@ def test_tiny_pretraining_gives_a_loadable_representation(tiny_world, tmp_path):
 
 
 def test_killed_pretraining_resumes_identically(tiny_world, tmp_path, monkeypatch):
-    config = {**FAST, "epochs": 3}
+    config = {**FAST, "epochs": 2}
     reference = egomotion.pretrain(_ctx(tiny_world, tmp_path, config))
     real_save = EpochCheckpoint.save
 
@@ -220,6 +221,7 @@ use = ["egomotion"]
 [methods.egomotion]
 epochs = 1
 batch_size = 16
+max_gap = 1
 [tasks]
 use = ["voc07-cls"]
 [tasks.voc07-cls]

@@ -13,10 +13,10 @@ at offset ``d`` from the frame's centre shows the world point ``t + R(rz) d``, w
 (KITTI odometry's poses reduced to the ground plane fit it: ``tx = x``, ``ty = z``,
 ``rz`` = the rotation about y).
 
-A sequence is one static scene (a world scene, :func:`~benchharness.data.synthetic.world.make_scene`,
-``scene`` pixels square) seen by a camera ``side`` pixels wide that moves like a vehicle: each
-sequence draws a velocity in the camera's own frame (``step`` pixels and ``turn`` degrees per
-frame at most) and every frame adds Gaussian jitter to it. Frames are rendered by an affine
+A sequence is one static scene (2 x 2 world scenes, :func:`~benchharness.data.synthetic.world.make_scene`,
+each ``scene / 2`` pixels square, so that objects have the world images' scale) seen by a camera
+``side`` pixels wide that makes an independent move at every frame, in its own frame (up to
+``step`` pixels along each axis and ``turn`` degrees). Frames are rendered by an affine
 warp of the scene (bilinear, reflected at the scene's border) plus sensor grain. Each sequence
 is drawn from its own generator seeded by ``(seed, stream 7, index)``: a pure function of the
 seed that leaves the rest of the world untouched (a separate part: worlds made before it get it
@@ -88,22 +88,23 @@ def render_view(scene: np.ndarray, pose: np.ndarray, side: int) -> np.ndarray:
 
 
 def camera_path(rng: np.random.Generator, spec: EgoSize) -> np.ndarray:
-    """Poses [T, 3] (tx, ty, rz) of a camera starting at the scene's centre that moves by a
-    per-sequence velocity in its own frame, jittered every frame."""
-    velocity = rng.uniform(-spec.step, spec.step, 2)
-    spin = rng.uniform(-spec.turn, spec.turn)
+    """Poses [T, 3] (tx, ty, rz) of a camera starting at the scene's centre (random heading)
+    that makes an independent move at every frame, in its own frame: up to ``step`` pixels along
+    each axis and ``turn`` degrees (independent, so that a scene does not tell its motion)."""
     poses = np.zeros((spec.frames, 3))
     poses[0, 2] = rng.uniform(-180.0, 180.0)
     for k in range(1, spec.frames):
-        move = velocity + rng.normal(0.0, 1.0, 2)
+        move = rng.uniform(-spec.step, spec.step, 2)
         poses[k, :2] = poses[k - 1, :2] + rotation(poses[k - 1, 2]) @ move
-        poses[k, 2] = poses[k - 1, 2] + spin + rng.normal(0.0, 0.5)
+        poses[k, 2] = poses[k - 1, 2] + rng.uniform(-spec.turn, spec.turn)
     return poses
 
 
 def make_sequence(rng: np.random.Generator, spec: EgoSize) -> tuple[np.ndarray, np.ndarray]:
     """One sequence: frames uint8 [T, side, side, 3] and the camera's true poses [T, 3]."""
-    scene = make_scene(rng, (spec.scene, spec.scene)).image
+    half = spec.scene // 2
+    tiles = [make_scene(rng, (half, half)).image for _ in range(4)]
+    scene = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
     poses = camera_path(rng, spec)
     grain = np.random.default_rng(int(rng.integers(2**63 - 1)))
     frames = np.empty((spec.frames, spec.side, spec.side, 3), np.uint8)

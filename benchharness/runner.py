@@ -83,8 +83,8 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
 
     A root the user gives (``override``) is only read: never written into, never filled with a
     synthetic world. The synthetic world of a suite with a ``[synthetic]`` section is generated
-    (or given its video clips and camera-motion sequences) only at the suite's own default ``data_root``, which ``override``
-    may also name. Raises DataError listing the layouts when no VOC is found.
+    (or given its video clips and camera-motion sequences) only at the suite's own default
+    ``data_root``, which ``override`` may also name. Raises DataError listing the layouts when no VOC is found.
     """
     default = Path(suite.data_root or DEFAULT_DATA_ROOT)
     root = Path(override) if override else default

@@ -83,8 +83,8 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
 
     A root the user gives (``override``) is only read: never written into, never filled with a
     synthetic world. The synthetic world of a suite with a ``[synthetic]`` section is generated
-    (or given its video clips) only at the suite's own default ``data_root``, which ``override``
-    may also name. Raises DataError listing the layouts when no VOC is found.
+    (or given its video clips and camera-motion sequences) only at the suite's own default
+    ``data_root``, which ``override`` may also name. Raises DataError listing the layouts when no VOC is found.
     """
     default = Path(suite.data_root or DEFAULT_DATA_ROOT)
     root = Path(override) if override else default
@@ -98,10 +98,13 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
                        size=str(suite.synthetic.get("size", "small")), progress=progress_bar)
     elif ours and (root / ".complete").is_file():  # a world generated before worlds had these
         from .data.synthetic.clips import ensure_clips
+        from .data.synthetic.egomotion import ensure_egomotion
         from .data.synthetic.proposals import ensure_proposals
 
         if ensure_clips(root, progress_bar):
             log(f"added the video clips to the synthetic world in {root}")
+        if ensure_egomotion(root, progress_bar):
+            log(f"added the camera-motion sequences to the synthetic world in {root}")
         if ensure_proposals(root, progress_bar):
             log(f"added the selective-search proposals to the synthetic world in {root}")
     for line in find_devkit(root).describe(root):

@@ -234,3 +234,5 @@ def test_a_smoke_run_adds_clips_to_an_older_world_at_its_default_place_only(tmp_
     assert prepare_data_root(the_suite, None, logs.append) == world
     assert len(list_videos(world / "clips")) == TINY.clips
     assert logs[0] == f"added the video clips to the synthetic world in {world}"
+    assert logs[1] == f"added the camera-motion sequences to the synthetic world in {world}"
+    assert (world / "egomotion" / "manifest.json").is_file()

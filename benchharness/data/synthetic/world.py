@@ -605,7 +605,7 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     marker.unlink(missing_ok=True)
     info_path = out / "world.json"
     leftovers = [name for name in ("VOCdevkit", "benchmark_RELEASE", "source", "unlabelled", "clips",
-                                   PROPOSALS_FOLDER) if (out / name).exists()]
+                                   "egomotion", PROPOSALS_FOLDER) if (out / name).exists()]
     if leftovers and not is_synthetic_world(out):
         raise DataError(
             out,
@@ -680,6 +680,11 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
 
     write_clips(out / "clips", seed, size, progress)
 
+    # Camera-motion sequences with their true poses, for the egomotion method.
+    from .egomotion import write_egomotion
+
+    write_egomotion(out / "egomotion", seed, size, progress)
+
     # Fast R-CNN's precomputed selective search, for VOC2007's splits.
     from .proposals import write_proposals
 
@@ -691,6 +696,7 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
 
 def _world_info(seed: int, size: str) -> dict:
     from .clips import CLIP_SIZES, clips_info
+    from .egomotion import EGO_SIZES, egomotion_info
 
     spec = SIZES[size]
     return {
@@ -712,9 +718,11 @@ def _world_info(seed: int, size: str) -> dict:
                        "val": spec.source_val_per_class * len(VOC_CLASSES)},
             "unlabelled": spec.unlabelled,
             "clips": CLIP_SIZES[size].clips,
+            "egomotion_sequences": EGO_SIZES[size].sequences,
         },
         "sizes": asdict(spec),
         "clips": clips_info(size),
+        "egomotion": egomotion_info(size),
         "classes": list(VOC_CLASSES),
     }
 

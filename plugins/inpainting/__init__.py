@@ -55,8 +55,8 @@ DEFAULTS = {
     "lambda_rec": 0.999, "lambda_adv": 0.001,  # paper; its AlexNet feature learning: adv 0
     "coverage": 0.25,          # share of the image removed (paper: about 1/4)
     "block": (0.125, 0.375),   # block sides, fractions of the input side
-    "decoder_width": 16,       # decoder widths 8w, 4w, 2w, w (paper: DCGAN's, 512 down to 64)
-    "disc_width": 16,          # the discriminator's first conv width, doubling
+    "decoder_width": 8,        # decoder widths 8w, 4w, 2w, w (paper: DCGAN's, 512 down to 64)
+    "disc_width": 8,           # the discriminator's first conv width, doubling
     "dropout": 0.0,            # after the channel-wise fc (the paper's code: 0.5)
     "store_size": None,        # None: 1.125 x the backbone's input side
     "crop_scale": (0.5, 1.0),

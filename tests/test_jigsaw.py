@@ -16,7 +16,7 @@ from benchharness_plugins.jigsaw.permutations import (maximal_hamming_permutatio
                                                       shuffle_tiles, unshuffle_tiles)
 from benchharness_plugins.jigsaw.puzzles import cut_tiles, make_puzzles, normalise_tiles
 
-TINY = {"steps": 3, "batch_size": 4, "permutations": 10, "hidden": 16, "checkpoint_every": 2,
+TINY = {"steps": 3, "batch_size": 2, "permutations": 10, "hidden": 16, "checkpoint_every": 2,
         "eval_rounds": 1}
 
 

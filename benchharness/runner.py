@@ -101,7 +101,7 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
         from .data.synthetic.proposals import ensure_proposals
 
         if ensure_clips(root, progress_bar):
-            log(f"added the video clips to the synthetic world in {root}")
+            log(f"generated the current video clips of the synthetic world in {root}")
         if ensure_proposals(root, progress_bar):
             log(f"added the selective-search proposals to the synthetic world in {root}")
     for line in find_devkit(root).describe(root):

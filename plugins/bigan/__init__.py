@@ -33,7 +33,8 @@ its map to z fitted so that its codes have the mean and covariance of the traine
 constant code and "reconstruct" every image by one blurred average, a figure a pixel L2
 favours and no informative encoder needs to beat). Stored beside it: ``chance_prior_scaled``,
 ``random_z`` (G of fresh prior samples) and ``shuffled`` (the trained E's code of another
-held-out image). Training state is saved every ``checkpoint_every`` steps.
+held-out image) and ``value_at_init``, G(E(x)) of the untrained E and G before the first step.
+Training state is saved every ``checkpoint_every`` steps.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from benchharness.data.loading.transforms import center_crop_batch, random_crop_
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.rescale import stage_layer
-from benchharness.training import LossGuard
+from benchharness.training import LossGuard, with_value_at_init
 
 DEFAULTS = {
     "data": "auto", "data_workers": 2,  # pool in memory, streamed from disk, or by size
@@ -274,6 +275,9 @@ def pretrain(ctx: RunContext) -> Representation:
     gen_net = prepare_model(Generator(zd, gsize, cfg["gen_channels"]), device)
     disc = prepare_model(JointDiscriminator(zd, gsize, cfg["disc_channels"], cfg["disc_hidden"],
                                             cfg["disc_dropout"]), device)
+    encoder.eval(), gen_net.eval()
+    # the untrained E and G on the held-out images, before any resume (the loop sets train mode)
+    error_at_init = reconstruction_error(encoder, gen_net, images[held_idx], cfg, device) if len(held_idx) else None
     betas = (cfg["beta1"], cfg["beta2"])
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg["lr"], betas=betas)
     opt_eg = torch.optim.Adam(list(encoder.parameters()) + list(gen_net.parameters()),
@@ -330,6 +334,7 @@ def pretrain(ctx: RunContext) -> Representation:
     encoder.eval()
     encoder.fold_batch_norm()  # the trunk alone, as plain AlexNet, is the representation
     pretext = reconstruction_pretext(encoder, gen_net, images[held_idx], cfg, ctx, init_batch)
+    pretext = with_value_at_init(pretext, None if error_at_init is None else {"value": error_at_init}, ctx.log)
     scale = None
     if cfg["restore_scale"]:
         x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], network.spec.input_size)

@@ -172,8 +172,11 @@ def test_tiny_pretraining_gives_a_loadable_representation(tiny_world, tmp_path):
         assert not torch.equal(state[key], built["init"][key])
     assert set(state) == set(built["init"])  # the embedding head is not exported
     pretext = rep.meta["pretext"]
-    assert pretext["metric"] == "triplet-ranking-accuracy" and pretext["chance"] == 0.5
+    assert pretext["metric"] == "triplet-ranking-accuracy (pixel-hard negatives)" and pretext["chance"] == 0.5
     assert 0.0 <= pretext["value"] <= 1.0 and pretext["held_out_triplets"] > 0
+    assert pretext["held_out_triplets"] <= pretext["hard_negatives"] * pretext["held_out_pairs"]
+    for key in ("value_at_init", "value_all_negatives_at_init", "top1_retrieval_at_init"):
+        assert 0.0 <= pretext[key] <= 1.0, key
     assert rep.meta["tracked_pairs"] > 10 and rep.meta["embedding_dim"] == 1024
     loaded = Representation.load(rep.save(tmp_path / "rep"))
     assert loaded.learned_stages == STAGES and loaded.meta["pretext"] == pretext
@@ -197,6 +200,7 @@ def test_killed_pretraining_resumes_identically(tiny_world, tmp_path, monkeypatc
     resumed = tracking.pretrain(_ctx(tiny_world, tmp_path, config, tmp_path / "state"))
     for key, value in reference.network.state_dict().items():
         assert torch.equal(resumed.network.state_dict()[key], value), key
+    assert resumed.meta["pretext"]["value_at_init"] == reference.meta["pretext"]["value_at_init"]  # the fresh network's
 
 
 def test_settings_errors(tiny_world, tmp_path):
@@ -223,3 +227,36 @@ def test_method_is_registered_through_its_entry_point():
     assert registry.sources["tracking"].startswith("entry point benchharness_plugins.tracking")
     method = registry.methods()["tracking"]
     assert method.group == "self-sup" and method.needs == ("video",)
+
+
+def test_pixel_hard_negatives_by_hand():
+    # thumbnails on a line: queries of clips 0, 0, 1, 2; tracked patches at the same places
+    thumbs = torch.tensor([[0.0], [1.0], [1.5], [5.0]])
+    clip = torch.tensor([0, 0, 1, 2])
+    mask = tracking.pixel_hard_negatives(thumbs, thumbs, clip, 1)
+    # each query's nearest tracked patch of another clip: 1.5, 1.5, 1.0 (clip 0), 1.5
+    assert mask.tolist() == [[False, False, True, False], [False, False, True, False],
+                             [False, True, False, False], [False, False, True, False]]
+    two = tracking.pixel_hard_negatives(thumbs, thumbs, clip, 2)
+    assert two.sum(1).tolist() == [2, 2, 2, 2] and not (two & (clip[:, None] == clip[None, :])).any()
+    # more negatives asked for than there are patches of other clips: only those
+    assert tracking.pixel_hard_negatives(thumbs, thumbs, clip, 9).sum(1).tolist() == [2, 2, 3, 3]
+
+
+def test_untrained_network_does_not_solve_the_held_out_test_with_hard_negatives(tiny_world, tmp_path):
+    """Raw pixels (and the untrained network, which is close to them) must not solve the pretext:
+    with pixel-hard negatives the untrained embedding ranks well below perfectly."""
+    from benchharness.backbones import build
+    from benchharness.data.loading.clip_cache import load_clips
+    from benchharness.representation import InputConvention
+
+    ctx = _ctx(tiny_world, tmp_path, {})
+    clips = load_clips(tiny_world / "clips", 16, 96)  # every clip of the world, all "held out"
+    pairs = mine_pairs(clips.frames.numpy())
+    assert len(np.unique(pairs.clip)) >= 10
+    torch.manual_seed(0)
+    model = tracking.TripletNet(build("alexnet-small"), 1024)
+    result = tracking.held_out_accuracy(model, clips.frames, pairs, 64, InputConvention(), ctx)
+    assert result["value"] < 0.8, result
+    assert result["value_all_negatives"] > result["value"] + 0.1, result  # the easy version
+    assert result["held_out_triplets"] == 5 * len(pairs)

@@ -127,7 +127,7 @@ def pretrain(ctx: RunContext) -> Representation:
     prior = bin_prior(subset(images, train_idx), quantizer, size, out_hw, ctx.device)
     weights = quantizer.rebalance_weights(prior, cfg["lam"], cfg["prior_sigma"]).to(ctx.device)
     held = subset(images, held_idx)
-    initial = held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx)  # before any resume
+    at_init = held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx)  # before any resume
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99),
                            weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
@@ -161,7 +161,7 @@ def pretrain(ctx: RunContext) -> Representation:
             checkpoint.save_training(model, opt, sched, gen, step=step + 1)
     train_seconds = time.perf_counter() - start
     pretext = with_value_at_init(held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx),
-                                 initial, ctx.log, extra=("value_coloured", "top5"))
+                                 at_init, ctx.log, extra=("value_coloured", "top5"))
     scale = None
     if cfg["restore_scale"]:
         x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))

@@ -176,7 +176,7 @@ def pretrain(ctx: RunContext) -> Representation:
     convention = InputConvention()
     model = prepare_model(ContextNet(network), ctx.device)
     held = subset(images, held_idx)
-    initial = held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx)  # before any resume
+    at_init = held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx)  # before any resume
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
@@ -211,7 +211,7 @@ def pretrain(ctx: RunContext) -> Representation:
                                        position=batches.position)
     train_seconds = time.perf_counter() - start
     pretext = with_value_at_init(held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx),
-                                 initial, ctx.log)
+                                 at_init, ctx.log)
     scale = None
     if cfg["restore_scale"]:
         x = convention.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))

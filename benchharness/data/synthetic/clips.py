@@ -171,7 +171,7 @@ class Appearance:
 
 
 SCALE_CHANGE = 0.3
-"""An object's scale over a clip changes by a factor exp(U(-0.3, 0.3)) (up to 35 %)."""
+"""An object's scale over a clip changes by a factor exp(U(-0.3, 0.3)) (0.74 to 1.35)."""
 LIGHTING_CHANGE = 0.2
 """Its brightness by exp(N(0, 0.2)), clipped to [0.7, 1.4]."""
 

@@ -280,7 +280,8 @@ def pretrain(ctx: RunContext) -> Representation:
                                             cfg["disc_dropout"]), device)
     encoder.eval(), gen_net.eval()
     # the untrained E and G on the held-out images, before any resume (the loop sets train mode)
-    error_at_init = reconstruction_error(encoder, gen_net, images[held_idx], cfg, device) if len(held_idx) else None
+    error_at_init = (reconstruction_error(encoder, gen_net, images[held_idx], cfg, device)
+                     if len(held_idx) else None)
     betas = (cfg["beta1"], cfg["beta2"])
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg["lr"], betas=betas)
     opt_eg = torch.optim.Adam(list(encoder.parameters()) + list(gen_net.parameters()),

@@ -102,7 +102,7 @@ def prepare_data_root(suite: Suite, override: str | None, log: Callable[[str], N
         from .data.synthetic.proposals import ensure_proposals
 
         if ensure_clips(root, progress_bar):
-            log(f"added the video clips to the synthetic world in {root}")
+            log(f"generated the current video clips of the synthetic world in {root}")
         if ensure_egomotion(root, progress_bar):
             log(f"added the camera-motion sequences to the synthetic world in {root}")
         if ensure_proposals(root, progress_bar):

@@ -1,6 +1,7 @@
 """Helpers shared by training loops: a guard against NaN or exploding losses, resumable
-progress (an atomic checkpoint after every epoch, so a killed pretraining resumes), and the
-epoch loop of SGD under a one-cycle schedule that the epoch-based pretext methods share."""
+progress (an atomic checkpoint after every epoch, so a killed pretraining resumes), the
+epoch loop of SGD under a one-cycle schedule that the epoch-based pretext methods share, and
+the pairing of a held-out pretext figure with the untrained network's (``value_at_init``)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,28 @@ class OneCycleEpochs:
     def step(self, loss: torch.Tensor) -> None:
         """One optimisation step on a minibatch's ``loss`` (backward, SGD, schedule)."""
         self._total += sgd_step(self.optimizer, self.scheduler, loss)
+
+
+def lower_is_better(pretext: dict) -> bool:
+    """Whether a pretext dict's ``metric`` is marked lower-is-better (an error, not an accuracy)."""
+    return "lower is better" in str(pretext.get("metric", ""))
+
+
+def with_value_at_init(trained: dict | None, initial: dict | None, log=None,
+                       extra: tuple[str, ...] = ()) -> dict | None:
+    """``trained`` (a held-out pretext dict) with ``value_at_init``: the same figure, by the same
+    function on the same held-out data, of the freshly initialised network before any training
+    (``initial``); each key of ``extra`` is copied as ``<key>_at_init``. ``log`` (a callable) is
+    told when training did not improve on it, so a pretext that the untrained network already
+    solves, or one that training never learned, is seen at once."""
+    if trained is None or initial is None:
+        return trained
+    out = {**trained, "value_at_init": initial["value"]}
+    for key in extra:
+        if key in initial:
+            out[f"{key}_at_init"] = initial[key]
+    gain = initial["value"] - out["value"] if lower_is_better(out) else out["value"] - initial["value"]
+    if log is not None and not gain > 0:
+        log(f"pretext {out.get('metric')}: {out['value']:.4g} after training is no better than "
+            f"{initial['value']:.4g} at initialisation")
+    return out

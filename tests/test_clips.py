@@ -13,10 +13,11 @@ import pytest
 from benchharness.data.datasets import locate_clips
 from benchharness.data.loading.clip_cache import load_clips
 from benchharness.data.loading.video import list_videos, read_clip, write_clip
-from benchharness.data.synthetic.clips import (CLIP_SIZES, MANIFEST, ClipSize, ensure_clips, make_clip,
-                                               read_manifest, write_clips)
+from benchharness.data.synthetic.clips import (CLIP_SIZES, CLIPS_VERSION, MANIFEST, ClipSize, clips_info,
+                                               ensure_clips, make_clip, read_manifest, write_clips)
 from benchharness.data.synthetic.sound import RECIPES, make_sound
 from benchharness.data.synthetic.world import CLASS_STYLES, _rng
+from benchharness.data.voc.identity import synthetic_recipe
 from benchharness.data.voc.classes import VOC_CLASSES
 from benchharness.interfaces import DataError
 
@@ -71,7 +72,7 @@ def _motion_stats(cls: str, clips: int = 6):
     """Mean per-frame speed, and horizontal / vertical extents of the main object's path."""
     speeds, spans = [], []
     for i in range(clips):
-        clip = make_clip(_rng(11, 5, i), VOC_CLASSES.index(cls), SMALL_TEST)
+        clip = make_clip(_rng(11, 5, i), VOC_CLASSES.index(cls), SMALL_TEST, occlude=False)
         centres = _centres(clip.boxes[0])
         step = np.linalg.norm(np.diff(centres, axis=0), axis=1)
         speeds.append(np.nanmean(step))
@@ -210,6 +211,63 @@ def test_older_world_gets_its_clips_and_missing_clips_are_explained(tmp_path: Pa
     shutil.rmtree(fresh)
 
 
+def test_clips_of_an_older_generator_are_made_again_and_change_the_worlds_identity(tmp_path: Path):
+    world = tmp_path / "w"
+    write_clips(world / "clips", 3, "tiny")
+    info = {"generator": "benchharness.data.synth", "generator_version": "1", "seed": 3, "size": "tiny",
+            "counts": {}, "clips": {k: v for k, v in clips_info("tiny").items() if k != "version"}}
+    (world / "world.json").write_text(json.dumps(info))
+    (world / ".complete").write_bytes(b"")
+    manifest = read_manifest(world / "clips")
+    del manifest["generator_version"]  # as version 1 wrote it
+    (world / "clips" / MANIFEST).write_text(json.dumps(manifest))
+    before = synthetic_recipe(world)
+    assert ensure_clips(world)
+    assert read_manifest(world / "clips")["generator_version"] == CLIPS_VERSION
+    assert json.loads((world / "world.json").read_text())["clips"]["version"] == CLIPS_VERSION
+    assert synthetic_recipe(world) != before  # cached representations of the old clips are not reused
+    assert not ensure_clips(world)  # current now: left alone
+
+
+def test_manifest_records_scale_lighting_same_class_distractors_and_occluders(tiny_world: Path):
+    records = read_manifest(tiny_world / "clips")["clips"]
+    occluded = [r for r in records if r["occluder"] is not None]
+    assert 0 < len(occluded) < len(records)
+    for r in occluded:
+        assert len(r["occluder"]["boxes"]) == TINY.frames and len(r["occluder"]["hidden_share"]) == TINY.frames
+    assert any(max(r["occluder"]["hidden_share"]) > 0.2 for r in occluded)  # it does hide the object
+    assert any(r["same_class_distractor"] for r in records)
+    for r in records:
+        assert r["same_class_distractor"] == (len(r["objects"]) > 1 and r["objects"][1]["class"] == r["class"])
+        for obj in r["objects"]:
+            if CLASS_STYLES[obj["class"]].motion == "still":
+                assert obj["scale_change"] == obj["lighting_change"] == 1.0
+    moving = [o for r in records for o in r["objects"] if CLASS_STYLES[o["class"]].motion != "still"]
+    assert max(abs(np.log(o["scale_change"])) for o in moving) > 0.1
+    assert max(abs(np.log(o["lighting_change"])) for o in moving) > 0.1
+
+
+def test_occluder_hides_the_object_and_the_rest_is_the_unoccluded_render():
+    i = next(i for i in range(40) if make_clip(_rng(5, 5, i), 0, SMALL_TEST).occluded_frames)
+    occluded = make_clip(_rng(5, 5, i), 0, SMALL_TEST)
+    clean = make_clip(_rng(5, 5, i), 0, SMALL_TEST, occlude=False)
+    assert clean.occluder_boxes is None and clean.occluded_frames == []
+    np.testing.assert_array_equal(occluded.audio, clean.audio)
+    for f in range(SMALL_TEST.frames):
+        x1, y1, x2, y2 = clean.boxes[0][f]
+        a = occluded.frames[f, y1 - 1:y2, x1 - 1:x2].astype(int)
+        b = clean.frames[f, y1 - 1:y2, x1 - 1:x2].astype(int)
+        if occluded.hidden[f] > 0.1:  # the main object's region is painted over
+            assert (np.abs(a - b).max(axis=2) > 30).mean() > 0.05, f
+        box = occluded.occluder_boxes[f]
+        if box is None or not (box[0] <= x2 and x1 <= box[2] and box[1] <= y2 and y1 <= box[3]):
+            np.testing.assert_array_equal(a, b)  # away from the occluder nothing changed
+    # the manifest's box is the visible part: smaller where the object is hidden
+    f = int(np.argmax(occluded.hidden))
+    area = lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1)  # noqa: E731
+    assert occluded.hidden[f] > 0.2 and area(occluded.boxes[0][f]) <= area(clean.boxes[0][f])
+
+
 def test_a_smoke_run_adds_clips_to_an_older_world_at_its_default_place_only(tmp_path: Path):
     from benchharness.runner import prepare_data_root
     from benchharness.suite import load_suite
@@ -233,6 +291,6 @@ def test_a_smoke_run_adds_clips_to_an_older_world_at_its_default_place_only(tmp_
     logs.clear()
     assert prepare_data_root(the_suite, None, logs.append) == world
     assert len(list_videos(world / "clips")) == TINY.clips
-    assert logs[0] == f"added the video clips to the synthetic world in {world}"
+    assert logs[0] == f"generated the current video clips of the synthetic world in {world}"
     assert logs[1] == f"added the camera-motion sequences to the synthetic world in {world}"
     assert (world / "egomotion" / "manifest.json").is_file()

@@ -208,3 +208,4 @@ def test_pretraining_resumes_from_its_checkpoint(tiny_world, tmp_path):
     assert any("resuming context pretraining at step 3" in line for line in logs)
     for key, value in full.network.state_dict().items():
         assert torch.allclose(value, resumed.network.state_dict()[key], atol=1e-5), key
+    assert resumed.meta["pretext"]["value_at_init"] == full.meta["pretext"]["value_at_init"]  # the fresh network's

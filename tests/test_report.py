@@ -286,3 +286,15 @@ def test_names_are_escaped(tiny_run, tmp_path):
             path.write_text(json.dumps(result))
     page = build_report(results, pr_methods=["none-such"])
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_pretext_table_shows_the_untrained_networks_figure_beside_the_trained_one(tiny_run, page):
+    pretext = next(r["pretext"] for r in stored(tiny_run) if r["method"] == "supervised" and r.get("pretext"))
+    rows = parse(page).tables["pretext"]
+    header = [text for _, text in rows[0]]
+    assert header[2:5] == ["at init", "value", "chance"]
+    supervised = next(row for row in rows[1:] if row[0][1] == "supervised")
+    assert float(supervised[2][0]["title"]) == pretext["value_at_init"]
+    assert float(supervised[3][0]["title"]) == pretext["value"]
+    random_row = next(row for row in rows[1:] if row[0][1] == "random")
+    assert random_row[2][1] == ""  # random records no pretext

@@ -99,6 +99,8 @@ def test_killed_pretraining_resumes_from_its_last_epoch_and_ends_identical(tiny_
         == ["resuming supervised pretraining at epoch 3"]
     for key, value in reference.network.state_dict().items():
         assert torch.equal(resumed.network.state_dict()[key], value), key
+    # the untrained network's figure is the fresh network's, not the checkpoint's it resumed from
+    assert resumed.meta["pretext"]["value_at_init"] == reference.meta["pretext"]["value_at_init"]
 
 
 FAST_SUITE = """

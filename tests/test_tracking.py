@@ -40,8 +40,10 @@ def _iou(a, b):
 
 @pytest.fixture(scope="module")
 def moving_clips():
-    """Two clips of each moving class (decoded frames would do as well: tracking is on pixels)."""
-    return [make_clip(_rng(21, 5, i), VOC_CLASSES.index(name), SIZE)
+    """Two clips of each moving class (decoded frames would do as well: tracking is on pixels),
+    without occluders: these tests measure the tracker against the object's true box, which an
+    occluder crossing it cuts (the occluded clips are the pretext's business, not the tracker's)."""
+    return [make_clip(_rng(21, 5, i), VOC_CLASSES.index(name), SIZE, occlude=False)
             for i, name in enumerate(MOVERS * 2)]
 
 
@@ -72,9 +74,9 @@ def test_mined_moving_boxes_find_the_moving_objects(moving_clips):
 
 def test_still_objects_give_no_pairs():
     clip = make_clip(_rng(2, 5, 0), VOC_CLASSES.index("bottle"), SIZE)
-    if len(clip.classes) > 1:  # a second object may move; keep a clip with the bottle alone
+    if len(clip.classes) > 1 or clip.occluder_boxes:  # keep a clip with the bottle alone
         clip = next(c for c in (make_clip(_rng(2, 5, i), VOC_CLASSES.index("bottle"), SIZE)
-                                for i in range(1, 20)) if len(c.classes) == 1)
+                                for i in range(1, 40)) if len(c.classes) == 1 and not c.occluder_boxes)
     assert moving_boxes(clip.frames, 5) == []
     assert len(mine_pairs(clip.frames[None])) == 0
 
@@ -172,8 +174,11 @@ def test_tiny_pretraining_gives_a_loadable_representation(tiny_world, tmp_path):
         assert not torch.equal(state[key], built["init"][key])
     assert set(state) == set(built["init"])  # the embedding head is not exported
     pretext = rep.meta["pretext"]
-    assert pretext["metric"] == "triplet-ranking-accuracy" and pretext["chance"] == 0.5
+    assert pretext["metric"] == "triplet-ranking-accuracy (pixel-hard negatives)" and pretext["chance"] == 0.5
     assert 0.0 <= pretext["value"] <= 1.0 and pretext["held_out_triplets"] > 0
+    assert pretext["held_out_triplets"] <= pretext["hard_negatives"] * pretext["held_out_pairs"]
+    for key in ("value_at_init", "value_all_negatives_at_init", "top1_retrieval_at_init"):
+        assert 0.0 <= pretext[key] <= 1.0, key
     assert rep.meta["tracked_pairs"] > 10 and rep.meta["embedding_dim"] == 1024
     loaded = Representation.load(rep.save(tmp_path / "rep"))
     assert loaded.learned_stages == STAGES and loaded.meta["pretext"] == pretext
@@ -197,6 +202,7 @@ def test_killed_pretraining_resumes_identically(tiny_world, tmp_path, monkeypatc
     resumed = tracking.pretrain(_ctx(tiny_world, tmp_path, config, tmp_path / "state"))
     for key, value in reference.network.state_dict().items():
         assert torch.equal(resumed.network.state_dict()[key], value), key
+    assert resumed.meta["pretext"]["value_at_init"] == reference.meta["pretext"]["value_at_init"]  # the fresh network's
 
 
 def test_settings_errors(tiny_world, tmp_path):
@@ -223,3 +229,38 @@ def test_method_is_registered_through_its_entry_point():
     assert registry.sources["tracking"].startswith("entry point benchharness_plugins.tracking")
     method = registry.methods()["tracking"]
     assert method.group == "self-sup" and method.needs == ("video",)
+
+
+def test_pixel_hard_negatives_by_hand():
+    # thumbnails on a line: queries of clips 0, 0, 1, 2; tracked patches at the same places
+    thumbs = torch.tensor([[0.0], [1.0], [1.5], [5.0]])
+    clip = torch.tensor([0, 0, 1, 2])
+    mask = tracking.pixel_hard_negatives(thumbs, thumbs, clip, 1)
+    # each query's nearest tracked patch of another clip: 1.5, 1.5, 1.0 (clip 0), 1.5
+    assert mask.tolist() == [[False, False, True, False], [False, False, True, False],
+                             [False, True, False, False], [False, False, True, False]]
+    two = tracking.pixel_hard_negatives(thumbs, thumbs, clip, 2)
+    assert two.sum(1).tolist() == [2, 2, 2, 2] and not (two & (clip[:, None] == clip[None, :])).any()
+    # more negatives asked for than there are patches of other clips: only those
+    assert tracking.pixel_hard_negatives(thumbs, thumbs, clip, 9).sum(1).tolist() == [2, 2, 3, 3]
+
+
+def test_untrained_network_does_not_solve_the_held_out_test_with_hard_negatives(tmp_path):
+    """Raw pixels (and the untrained network, close to them) must not solve the pretext: with
+    pixel-hard negatives the untrained embedding ranks clearly below perfectly. Clips of the tiny
+    world's size and seed, three per class (the tiny world has one, so no negative of its class)."""
+    from benchharness.backbones import build
+    from benchharness.data.synthetic.clips import CLIP_SIZES
+    from benchharness.representation import InputConvention
+
+    frames = torch.from_numpy(np.stack([make_clip(_rng(3, 5, i), i % 20, CLIP_SIZES["tiny"]).frames
+                                        for i in range(60)]))
+    pairs = mine_pairs(frames.numpy())
+    assert len(np.unique(pairs.clip)) >= 40
+    torch.manual_seed(0)
+    model = tracking.TripletNet(build("alexnet-small"), 1024)
+    ctx = RunContext(torch.device("cpu"), 0, tmp_path, tmp_path, "alexnet-small")
+    result = tracking.held_out_accuracy(model, frames, pairs, 64, InputConvention(), ctx)
+    assert result["value"] < 0.9, result  # 0.85 measured
+    assert result["value_all_negatives"] > result["value"] + 0.05, result  # the easy version: 0.92
+    assert result["held_out_triplets"] == 5 * len(pairs)

@@ -195,16 +195,18 @@ def relative_to_chance(pretext: dict) -> float | None:
 
 
 def pretext_points(records: list[dict]) -> pd.DataFrame:
-    """One row per method: its pretext metric, value, chance, ratio to chance, and the mean
-    value of each leaderboard column it has."""
+    """One row per method: its pretext metric, value, the untrained network's value
+    (``value_at_init``, None where the method did not record it), chance, ratio to chance, and
+    the mean value of each leaderboard column it has."""
     means = column_means(records)
     rows = []
     for method in sorted({r["label"] for r in records}):
         pretext = next((r["pretext"] for r in records
                         if r["label"] == method and isinstance(r.get("pretext"), dict)), None)
-        row = dict(method=method, metric=None, value=None, chance=None, ratio=None)
+        row = dict(method=method, metric=None, value=None, value_at_init=None, chance=None, ratio=None)
         if pretext:
             row.update(metric=pretext.get("metric"), value=pretext.get("value"),
+                       value_at_init=pretext.get("value_at_init"),
                        chance=pretext.get("chance"), ratio=relative_to_chance(pretext))
         for column, by_method in means.items():
             if method in by_method:

@@ -13,7 +13,8 @@ they had at initialisation (:func:`~benchharness.data.loading.pretext_pool.resto
 positive factor per stage, the network's function unchanged up to scale), so that a linear
 classifier reads them at the scale the tasks' learning rates expect. The pretext measurement is
 the ab-bin accuracy (argmax bin against the pixel's true bin) on held-out images; chance is the
-share of the most common bin there. Training state is saved every ``checkpoint_every`` steps,
+share of the most common bin there; ``value_at_init`` (and ``value_coloured_at_init``,
+``top5_at_init``) the untrained network's. Training state is saved every ``checkpoint_every`` steps,
 so a killed pretraining resumes.
 """
 
@@ -34,7 +35,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import LossGuard, with_value_at_init
 from .lab import ABQuantizer, rgb_to_lab
 
 DEFAULTS = {
@@ -125,6 +126,8 @@ def pretrain(ctx: RunContext) -> Representation:
         out_hw = tuple(model(torch.zeros(1, 1, size, size, device=ctx.device)).shape[-2:])
     prior = bin_prior(subset(images, train_idx), quantizer, size, out_hw, ctx.device)
     weights = quantizer.rebalance_weights(prior, cfg["lam"], cfg["prior_sigma"]).to(ctx.device)
+    held = subset(images, held_idx)
+    at_init = held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx)  # before any resume
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99),
                            weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
@@ -157,7 +160,8 @@ def pretrain(ctx: RunContext) -> Representation:
             window = []
             checkpoint.save_training(model, opt, sched, gen, step=step + 1)
     train_seconds = time.perf_counter() - start
-    pretext = held_out_accuracy(model, subset(images, held_idx), quantizer, weights, size, out_hw, ctx)
+    pretext = with_value_at_init(held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx),
+                                 at_init, ctx.log, extra=("value_coloured", "top5"))
     scale = None
     if cfg["restore_scale"]:
         x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))

@@ -19,7 +19,8 @@ A trunk trained without normalisation layers drifts in scale (the pair head abso
 at the end the learned stages get back the output scale they had at initialisation
 (:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one positive factor per stage,
 which leaves what the network computes unchanged up to scale). The pretext measurement is 8-way
-accuracy on pairs from held-out images (chance 1/8). Training state is saved every
+accuracy on pairs from held-out images (chance 1/8; ``value_at_init``, the untrained network's
+on the same pairs). Training state is saved every
 ``checkpoint_every`` steps, so a killed pretraining resumes.
 """
 
@@ -41,7 +42,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import LossGuard, with_value_at_init
 from .patches import PatchGrid
 
 DEFAULTS = {
@@ -174,6 +175,8 @@ def pretrain(ctx: RunContext) -> Representation:
     train_idx, held_idx = split_held_out(len(images), cfg["held_out"], ctx.seed)
     convention = InputConvention()
     model = prepare_model(ContextNet(network), ctx.device)
+    held = subset(images, held_idx)
+    at_init = held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx)  # before any resume
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
@@ -207,7 +210,8 @@ def pretrain(ctx: RunContext) -> Representation:
             checkpoint.save_training(model, opt, sched, gen, step=step + 1, order=batches.order,
                                        position=batches.position)
     train_seconds = time.perf_counter() - start
-    pretext = held_out_accuracy(model, subset(images, held_idx), grid, patch_input, cfg, convention, ctx)
+    pretext = with_value_at_init(held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx),
+                                 at_init, ctx.log)
     scale = None
     if cfg["restore_scale"]:
         x = convention.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))

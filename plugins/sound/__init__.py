@@ -19,7 +19,8 @@ centre crops), whose targets come from the statistics and k-means / PCA fitted o
 clips: cluster accuracy with chance the largest cluster's share among the held-out frames, or,
 for the binary code, the mean bit accuracy with chance the mean over bits of the majority
 value's share (what always answering each bit's commoner value would score; the per-bit
-figures are stored as ``per_bit`` and ``per_bit_chance``). That chance is measured on the
+figures are stored as ``per_bit`` and ``per_bit_chance``); ``value_at_init`` is the untrained
+network's figure on the same frames. That chance is measured on the
 held-out clips themselves, so with few of them it exceeds 0.5 (about 0.57 for 32 clips) even
 though the thresholds are the training medians. Bits follow the principal components in order
 of variance: the leading ones carry the sound classes, the trailing ones mostly within-class
@@ -42,7 +43,7 @@ from benchharness.data.loading.clip_source import clip_folder, load_clip_split
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import OneCycleEpochs
+from benchharness.training import OneCycleEpochs, with_value_at_init
 from .codes import BinaryCodes, KMeans
 from .texture import TextureStatistics, standardise
 
@@ -123,6 +124,7 @@ def pretrain(ctx: RunContext) -> Representation:
     model = prepare_model(nn.Sequential(network, nn.Linear(network.out_dim, outputs)), ctx.device)
     convention = InputConvention()
     frames = clips.frames  # uint8 [N, T, S, S, 3]
+    initial = held_out_accuracy(model, frames[held_idx], held_y, cfg, size, convention, ctx)  # untrained
     loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train_idx) // cfg["batch_size"]), "sound",
                           pct_start=0.15)
     gen = loop.generator
@@ -137,7 +139,8 @@ def pretrain(ctx: RunContext) -> Representation:
             logits = model(convention.normalise(x.to(ctx.device)))
             loop.step(_loss(logits, train_y[rows].to(ctx.device), binary))
     train_seconds = time.perf_counter() - start
-    pretext = held_out_accuracy(model, frames[held_idx], held_y, cfg, size, convention, ctx)
+    pretext = with_value_at_init(held_out_accuracy(model, frames[held_idx], held_y, cfg, size, convention, ctx),
+                                 initial, ctx.log)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=STAGES, meta={
         "pretrain_data": str(folder), "pretrain_clips": len(train_idx), "target": cfg["target"],
         "sound_targets": target_info, "statistics_seconds": stats_seconds,

@@ -3,7 +3,8 @@
 Trains the whole trunk plus a linear classifier with softmax cross-entropy on a labelled
 ``<class>/<image>`` tree: the synthetic world's source set by default, or ImageNet's train folder
 (``source_dir`` in the suite's method section). Its pretext measurement is top-1 accuracy on the
-held-out ``val`` folder beside the train folder (chance: the largest class's share).
+held-out ``val`` folder beside the train folder (chance: the largest class's share), taken
+before training too (``value_at_init``, the untrained trunk and classifier).
 
 ``data`` chooses where the decoded images live: ``memory`` (decoded once into one array),
 ``stream`` (decoded per minibatch by ``data_workers`` DataLoader worker processes, bounded
@@ -34,7 +35,7 @@ from benchharness.data.loading.labelled import LabelledImages
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import OneCycleEpochs
+from benchharness.training import OneCycleEpochs, with_value_at_init
 
 DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
             "crop_scale": (0.35, 1.0), "source_dir": None, "seed": 0,
@@ -62,6 +63,8 @@ def pretrain(ctx: RunContext) -> Representation:
     head = nn.Linear(network.out_dim, len(train.classes))
     model = prepare_model(nn.Sequential(network, head), ctx.device)
     convention = InputConvention()
+    val = _val_images(train_dir.parent / "val", store, cfg, ctx) if distributed.is_main() else None
+    initial = _held_out_accuracy(model, convention, val, size, ctx)
     loop = OneCycleEpochs(ctx, model, cfg, max(1, len(train) // cfg["batch_size"]), "supervised",
                           pct_start=0.15)
     gen = loop.generator
@@ -80,8 +83,7 @@ def pretrain(ctx: RunContext) -> Representation:
                 continue
             logits = model(convention.normalise(x.to(ctx.device)))
             loop.step(nn.functional.cross_entropy(logits, targets.to(ctx.device)))
-    pretext = _held_out_accuracy(model, convention, train_dir.parent / "val", store, size, cfg, ctx) \
-        if distributed.is_main() else None
+    pretext = with_value_at_init(_held_out_accuracy(model, convention, val, size, ctx), initial, ctx.log)
     meta = {"pretrain_data": str(train_dir), "pretrain_images": len(train), "data": train.mode,
             "train_seconds": time.perf_counter() - start, "pretext": pretext}
     ddp = distributed.describe(cfg["batch_size"], cfg["lr"])
@@ -90,19 +92,26 @@ def pretrain(ctx: RunContext) -> Representation:
     return Representation(network.cpu(), ctx.backbone, convention, meta=meta)
 
 
-@torch.no_grad()
-def _held_out_accuracy(model, convention, val_dir: Path, store: int, size: int, cfg: dict,
-                       ctx: RunContext):
+def _val_images(val_dir: Path, store: int, cfg: dict, ctx: RunContext) -> LabelledImages | None:
+    """The held-out ``val`` tree beside the source's train folder, or None when there is none."""
     if not val_dir.is_dir():
         return None
-    val = LabelledImages(val_dir, store, cfg["data"], cfg["data_workers"], ctx.device, log=ctx.log,
-                         what="supervised val")
+    return LabelledImages(val_dir, store, cfg["data"], cfg["data_workers"], ctx.device, log=ctx.log,
+                          what="supervised val")
+
+
+@torch.no_grad()
+def _held_out_accuracy(model, convention, val: LabelledImages | None, size: int, ctx: RunContext):
+    if val is None:
+        return None
+    was_training = model.training
     model.eval()
     correct = 0
     for images, targets in val.in_order(256):
         x = convention.normalise(center_crop_batch(images, size).to(ctx.device))
         correct += (model(x).argmax(1).cpu() == targets).sum().item()
     chance = torch.bincount(val.targets).max().item() / len(val)
+    model.train(was_training)
     return {"metric": "top1-accuracy", "value": correct / len(val), "chance": chance}
 
 

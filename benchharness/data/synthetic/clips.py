@@ -5,12 +5,17 @@ audio, see :func:`benchharness.data.loading.video.write_clip`) and, last, ``out/
 each clip's class, its motion and sound, and the true box of every object in every frame.
 
 A clip shows one main object of its class (classes in turn, so every class has the same number
-of clips) and, in half of the clips, a smaller second object of another class behind it, over a
-static cluttered background with per-frame sensor grain. Objects move as their class's
-``motion`` hint says (:data:`MOTIONS`: fast or slow straight lines, fluttering, bobbing,
-bouncing, galloping, walking, swaying, flickering in place, standing still), in whole pixels so
-that their texture is the same in every frame. The soundtrack is the main object's class's
-``sound`` (:mod:`benchharness.data.synthetic.sound`) over background noise.
+of clips) and, in half of the clips, a smaller second object behind it, of the same class in
+half of those (a same-class distractor), of another class otherwise, over a static cluttered
+background with per-frame sensor grain. Objects move as their class's ``motion`` hint says
+(:data:`MOTIONS`: fast or slow straight lines, fluttering, bobbing, bouncing, galloping,
+walking, swaying, flickering in place, standing still), in whole pixels so that their texture
+is the same in every frame. What a tracker must see through, so that two views of one object
+are not simply the same pixels (:class:`Appearance`): every object that moves changes scale
+over the clip (approaching or receding) and lighting (a brightness ramp on the object), and in
+half of the clips a class-less foreground blob crosses the main object's path, occluding it
+for a few frames. The soundtrack is the main object's class's ``sound``
+(:mod:`benchharness.data.synthetic.sound`) over background noise.
 
 Each clip is drawn from its own generator seeded by ``(seed, stream 5, clip index)``: the clips
 are a pure function of the seed and leave the world's images untouched.
@@ -31,10 +36,15 @@ from ...interfaces import DataError
 from ..loading.video import write_clip
 from ..voc.classes import VOC_CLASSES
 from .sound import make_sound
-from .world import CLASS_STYLES, _background, _draw_distractors, _draw_object, _identity, _rng, _to_uint8
+from .world import CLASS_STYLES, _background, _draw_distractors, _draw_object, _hsv, _identity, _rng, _to_uint8
 
 STREAM_CLIPS = 5
 """The world's random stream for clips (0-4 are the images' and splits')."""
+
+CLIPS_VERSION = "2"
+"""Bump when the clips of a given seed change; ``manifest.json`` records it (``generator_version``)
+and a world whose clips carry another (version 1 wrote none) gets them generated again.
+2: scale and lighting changes, same-class second objects, occluders crossing the object."""
 
 MANIFEST = "manifest.json"
 
@@ -147,13 +157,34 @@ def _start(rng: np.random.Generator, offsets: np.ndarray, side: int) -> float:
 
 
 @dataclass
+class Appearance:
+    """How much an object's look drifts over a clip: it ends ``scale`` times as large and
+    ``lighting`` times as bright as it starts (geometric ramps in between); still objects keep 1."""
+
+    scale: float
+    lighting: float
+
+    def ramps(self, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame scale and brightness factors, 1 at the first frame."""
+        t = np.linspace(0.0, 1.0, frames)
+        return self.scale ** t, self.lighting ** t
+
+
+SCALE_CHANGE = 0.3
+"""An object's scale over a clip changes by a factor exp(U(-0.3, 0.3)) (0.74 to 1.35)."""
+LIGHTING_CHANGE = 0.2
+"""Its brightness by exp(N(0, 0.2)), clipped to [0.7, 1.4]."""
+
+
+@dataclass
 class _Actor:
     cls: int
     instance_seed: int
-    extent: float
+    extent: np.ndarray
     x: np.ndarray
     y: np.ndarray
     path: MotionPath
+    appearance: Appearance
 
 
 def _actor(rng: np.random.Generator, cls: int, frames: int, side: int, scale: float) -> _Actor:
@@ -164,7 +195,56 @@ def _actor(rng: np.random.Generator, cls: int, frames: int, side: int, scale: fl
     # whole-pixel positions (+ 0.5): the drawing window, and so the texture, is the same each frame
     x = np.floor(x0 + path.dx) + 0.5
     y = np.floor(y0 + path.dy) + 0.5
-    return _Actor(cls, int(rng.integers(2**63 - 1)), extent, x, y, path)
+    instance_seed = int(rng.integers(2**63 - 1))
+    drift = Appearance(math.exp(rng.uniform(-SCALE_CHANGE, SCALE_CHANGE)),
+                       float(np.clip(math.exp(rng.normal(0.0, LIGHTING_CHANGE)), 0.7, 1.4)))
+    if style.motion == "still":  # a still object stays exactly the same: nothing to track
+        drift = Appearance(1.0, 1.0)
+    grow, light = drift.ramps(frames)
+    path = replace(path, brightness=path.brightness * light)
+    return _Actor(cls, instance_seed, extent * grow, x, y, path, drift)
+
+
+@dataclass
+class Occluder:
+    """A class-less foreground blob crossing the main object: its centre per frame, radius,
+    lobes (its wobbly outline) and RGB colour in [0, 1]."""
+
+    x: np.ndarray
+    y: np.ndarray
+    radius: float
+    lobes: int
+    phase: float
+    colour: np.ndarray
+
+
+def _occluder(rng: np.random.Generator, target: _Actor, frames: int, side: int) -> Occluder:
+    """A blob that passes over ``target``'s centre at a frame of the clip's middle half, moving
+    on a straight line fast enough to cover it for a few frames only."""
+    meet = int(rng.integers(frames // 4, max(frames // 4 + 1, 3 * frames // 4)))
+    angle = rng.uniform(0.0, 2 * math.pi)
+    speed = rng.uniform(0.08, 0.12) * side
+    t = np.arange(frames) - meet
+    x = target.x[meet] + math.cos(angle) * speed * t
+    y = target.y[meet] + math.sin(angle) * speed * t
+    hue, saturation, value = rng.random(), rng.uniform(0.0, 0.6), rng.uniform(0.2, 0.9)
+    return Occluder(x, y, rng.uniform(0.3, 0.5) * float(target.extent[meet]), int(rng.integers(2, 5)),
+                    rng.uniform(0, 2 * math.pi), _hsv(hue, saturation, value))
+
+
+def _draw_occluder(image: np.ndarray, ids: np.ndarray, number: int, occ: Occluder, f: int) -> None:
+    """Paint the occluder at frame ``f`` (opaque), marking its pixels ``number`` in ``ids``."""
+    side_y, side_x = image.shape[:2]
+    cx, cy, r = float(occ.x[f]), float(occ.y[f]), occ.radius * 1.35
+    x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, side_x)
+    y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, side_y)
+    if x1 <= x0 or y1 <= y0:
+        return
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xs + 0.5 - cx, ys + 0.5 - cy
+    inside = np.hypot(dx, dy) <= occ.radius * (1.0 + 0.35 * np.sin(occ.lobes * np.arctan2(dy, dx) + occ.phase))
+    image[y0:y1, x0:x1][inside] = occ.colour
+    ids[y0:y1, x0:x1][inside] = number
 
 
 def _box(mask: np.ndarray) -> list[int] | None:
@@ -188,6 +268,16 @@ class SynthClip:
     audio: np.ndarray
     classes: list[str]
     boxes: list[list[list[int] | None]]
+    appearance: list[Appearance]
+    occluder_boxes: list[list[int] | None] | None
+    """The occluder's box in every frame (None where out of the frame); None: the clip has none."""
+    hidden: list[float]
+    """Per frame, the share of the main object's pixels the occluder hides (0 without one)."""
+
+    @property
+    def occluded_frames(self) -> list[int]:
+        """The frames in which the occluder hides part of the main object."""
+        return [f for f, share in enumerate(self.hidden) if share > 0]
 
     @property
     def label(self) -> str:
@@ -195,21 +285,29 @@ class SynthClip:
         return self.classes[0]
 
 
-def make_clip(rng: np.random.Generator, cls: int, size: ClipSize) -> SynthClip:
-    """Draw one clip whose main object has class index ``cls``."""
+def make_clip(rng: np.random.Generator, cls: int, size: ClipSize, occlude: bool = True) -> SynthClip:
+    """Draw one clip whose main object has class index ``cls``. ``occlude`` False leaves the
+    occluder out of the picture (and ``occluder_boxes`` None) but draws the same random numbers,
+    so the clip is otherwise the same: the unoccluded render."""
     side, frames = size.side, size.frames
     background = _background(rng, side, side)
     _draw_distractors(rng, background, int(rng.integers(1, 4)))
     actors = []
-    if rng.random() < 0.5:  # a second, smaller object of another class, behind the main one
-        other = int((cls + rng.integers(1, len(VOC_CLASSES))) % len(VOC_CLASSES))
+    if rng.random() < 0.5:  # a second, smaller object behind the main one: same class or another
+        same = rng.random() < 0.5
+        other = cls if same else int((cls + rng.integers(1, len(VOC_CLASSES))) % len(VOC_CLASSES))
         actors.append(_actor(rng, other, frames, side, 0.7))
     actors.append(_actor(rng, cls, frames, side, 1.0))
     actors = actors[::-1]  # main first in the lists; drawn last (in front)
     grain_seed = int(rng.integers(2**63 - 1))
     audio = make_sound(rng, CLASS_STYLES[VOC_CLASSES[cls]].sound, size.seconds, size.sample_rate)
+    occluder = _occluder(rng, actors[0], frames, side) if rng.random() < 0.5 else None
+    if not occlude:
+        occluder = None
     video = np.empty((frames, side, side, 3), np.uint8)
     boxes: list[list] = [[] for _ in actors]
+    occluder_boxes: list = []
+    hidden: list[float] = []
     grain = np.random.default_rng(grain_seed)
     for f in range(frames):
         image = background.copy()
@@ -221,11 +319,17 @@ def make_clip(rng: np.random.Generator, cls: int, size: ClipSize) -> SynthClip:
                             value=style.value * float(actor.path.brightness[f]),
                             second_value=style.second_value * float(actor.path.brightness[f]))
             _draw_object(np.random.default_rng(actor.instance_seed), image, ids, number, style,
-                         float(actor.x[f]), float(actor.y[f]), actor.extent)
+                         float(actor.x[f]), float(actor.y[f]), float(actor.extent[f]))
+        main = int((ids == 1).sum())
+        if occluder is not None:  # in front of everything
+            _draw_occluder(image, ids, len(actors) + 1, occluder, f)
+            occluder_boxes.append(_box(ids == len(actors) + 1))
+        hidden.append(1.0 - int((ids == 1).sum()) / main if main else 0.0)
         for number in range(1, len(actors) + 1):
             boxes[number - 1].append(_box(ids == number))
         video[f] = _to_uint8(grain, image)
-    return SynthClip(video, audio, [VOC_CLASSES[a.cls] for a in actors], boxes)
+    return SynthClip(video, audio, [VOC_CLASSES[a.cls] for a in actors], boxes,
+                     [a.appearance for a in actors], occluder_boxes if occluder is not None else None, hidden)
 
 
 def write_clips(out: Path | str, seed: int, size: str | ClipSize,
@@ -245,12 +349,20 @@ def write_clips(out: Path | str, seed: int, size: str | ClipSize,
         write_clip(out / name, clip.frames, clip.audio, spec.fps, spec.sample_rate)
         style = CLASS_STYLES[clip.label]
         records.append({"file": name, "class": clip.label, "motion": style.motion, "sound": style.sound,
-                        "objects": [{"class": c, "boxes": b} for c, b in zip(clip.classes, clip.boxes)]})
+                        "objects": [{"class": c, "boxes": b, "scale_change": round(a.scale, 4),
+                                     "lighting_change": round(a.lighting, 4)}
+                                    for c, b, a in zip(clip.classes, clip.boxes, clip.appearance)],
+                        "same_class_distractor": len(clip.classes) > 1 and clip.classes[1] == clip.label,
+                        "occluder": None if clip.occluder_boxes is None else {
+                            "boxes": clip.occluder_boxes,
+                            "hidden_share": [round(h, 4) for h in clip.hidden]}})
     # the manifest's format tag, as world.json's (see world._world_info), not an import path
-    manifest = {"generator": "benchharness.data.synth_clips", "seed": seed, **asdict(spec),
+    manifest = {"generator": "benchharness.data.synth_clips", "generator_version": CLIPS_VERSION,
+                "seed": seed, **asdict(spec),
                 "box_convention": "VOC: 1-based inclusive pixels [xmin, ymin, xmax, ymax]; "
                                   "null where the object is out of the frame; objects[0] is the "
-                                  "main object, whose class is the clip's and whose sound it plays",
+                                  "main object, whose class is the clip's and whose sound it plays; "
+                                  "boxes are the visible parts (an occluder in front cuts them)",
                 "clips": records}
     atomic.write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return out
@@ -269,20 +381,29 @@ def read_manifest(clips_dir: Path | str) -> dict:
 
 
 def clips_info(size: str) -> dict:
-    """What ``world.json`` records about a world's clips."""
-    return asdict(CLIP_SIZES[size])
+    """What ``world.json`` records about a world's clips (their :data:`CLIPS_VERSION` too)."""
+    return {**asdict(CLIP_SIZES[size]), "version": CLIPS_VERSION}
+
+
+def clips_are_current(clips_dir: Path | str) -> bool:
+    """True when a clip folder's manifest carries this generator's :data:`CLIPS_VERSION`."""
+    try:
+        return read_manifest(clips_dir).get("generator_version", "1") == CLIPS_VERSION
+    except DataError:
+        return False
 
 
 def ensure_clips(root: Path | str, progress: Callable | None = None) -> bool:
-    """Add the clips to a complete synthetic world made before worlds had them.
+    """Add the clips to a complete synthetic world made before worlds had them, or made by an
+    older clip generator (another :data:`CLIPS_VERSION`; the images are left as they are).
 
     Returns True when clips were generated (with the world's own seed and size, so the result
     is the same as a fresh ``generate_world``); a real data root, an incomplete world or one
-    that has its clips is left alone.
+    that has current clips is left alone.
     """
     root = Path(root)
     info_path = root / "world.json"
-    if not (root / ".complete").is_file() or (root / "clips" / MANIFEST).is_file():
+    if not (root / ".complete").is_file() or clips_are_current(root / "clips"):
         return False
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))

@@ -33,7 +33,7 @@ def split_fingerprint(devkit: Path | str, years: tuple[str, ...] | None = None) 
 
 
 def synthetic_recipe(data_root: Path | str) -> str | None:
-    """``synthetic:<hash of seed, size, version>`` for a generated world (its ``world.json``),
+    """``synthetic:<hash of seed, size, generator and clips versions>`` for a generated world (its ``world.json``),
     else None: two copies of one recipe are the same data wherever they lie."""
     world = Path(data_root) / "world.json"
     if not world.is_file():
@@ -44,8 +44,12 @@ def synthetic_recipe(data_root: Path | str) -> str | None:
         return None
     if not isinstance(recipe, dict):
         return None
-    blob = json.dumps({k: recipe.get(k) for k in ("seed", "size", "version")}, sort_keys=True,
-                      separators=(",", ":")).encode()
+    clips = recipe.get("clips")
+    clips_version = clips.get("version", "1") if isinstance(clips, dict) else None
+    # the generator's and the clips' versions: a world whose images or clips changed is other data
+    blob = json.dumps({"seed": recipe.get("seed"), "size": recipe.get("size"),
+                       "version": recipe.get("generator_version"), "clips_version": clips_version},
+                      sort_keys=True, separators=(",", ":")).encode()
     return "synthetic:" + hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -47,6 +47,12 @@ def test_decoder_output_has_the_input_shape(size):
         Decoder(6, 48, 2)
 
 
+def test_default_decoder_size_is_the_largest_power_of_two_within_the_input(tiny_world, tmp_path):
+    ctx = _ctx(tiny_world, tmp_path, {})
+    assert autoencoder._settings(ctx, 64)["decoder_size"] == 64
+    assert autoencoder._settings(ctx, 227)["decoder_size"] == 128  # caffenet
+
+
 def test_every_trunk_stage_gets_the_reconstruction_gradient():
     net = Autoencoder(build("alexnet-small"), z_dim=6, decoder_size=16, decoder_channels=2)
     x = torch.rand(2, 3, 64, 64)

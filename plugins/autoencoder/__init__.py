@@ -47,7 +47,8 @@ DEFAULTS = {
     "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,  # paper (BiGAN's Adam)
     "loss": "l2",              # "l1": mean absolute error
     "z_dim": 50,               # paper: 200
-    "decoder_size": None,      # None: the backbone's input side (paper: G at 64 px, E at 112)
+    "decoder_size": None,      # None: the largest power of two within the backbone's input side
+                               # (64 for alexnet-small; paper: G at 64 px, E at 112)
     "decoder_channels": 16,    # the decoder's last hidden width, doubling towards 4x4 (paper: DCGAN's 64)
     "store_size": None,        # None: 1.125 x the backbone's input side
     "crop_scale": (0.5, 1.0),
@@ -68,7 +69,7 @@ def _settings(ctx: RunContext, input_size: int) -> dict:
     for key in ("steps", "batch_size", "checkpoint_every", "z_dim", "decoder_channels"):
         if int(cfg[key]) < 1:
             raise ValueError(f"autoencoder: {key} must be at least 1, not {cfg[key]!r}")
-    cfg["decoder_size"] = int(cfg["decoder_size"] or input_size)
+    cfg["decoder_size"] = int(cfg["decoder_size"] or 2 ** (input_size.bit_length() - 1))
     if cfg["decoder_size"] > input_size:
         raise ValueError(f"autoencoder: decoder_size {cfg['decoder_size']} exceeds the backbone's "
                          f"input side {input_size}")

@@ -36,7 +36,8 @@ from ...interfaces import DataError
 from ..loading.video import write_clip
 from ..voc.classes import VOC_CLASSES
 from .sound import make_sound
-from .world import CLASS_STYLES, _background, _draw_distractors, _draw_object, _hsv, _identity, _rng, _to_uint8
+from .world import (CLASS_STYLES, _background, _draw_distractors, _draw_object, _hsv, _identity, _rng,
+                    _to_uint8, read_world_info, write_world_info)
 
 STREAM_CLIPS = 5
 """The world's random stream for clips (0-4 are the images' and splits')."""
@@ -402,20 +403,14 @@ def ensure_clips(root: Path | str, progress: Callable | None = None) -> bool:
     that has current clips is left alone.
     """
     root = Path(root)
-    info_path = root / "world.json"
     if not (root / ".complete").is_file() or clips_are_current(root / "clips"):
         return False
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(info, dict) or info.get("generator") != "benchharness.data.synth":
-        return False
-    size = info.get("size")
+    info = read_world_info(root)
+    size = info.get("size") if info else None
     if size not in CLIP_SIZES:
         return False
     write_clips(root / "clips", int(info.get("seed", 0)), size, progress)
     info.setdefault("counts", {})["clips"] = CLIP_SIZES[size].clips
     info["clips"] = clips_info(size)
-    atomic.write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    write_world_info(root, info)
     return True

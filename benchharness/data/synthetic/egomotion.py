@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from ... import atomic
-from .world import _identity, _rng, make_scene
+from .world import _identity, _rng, make_scene, read_world_info, write_world_info
 
 STREAM_EGOMOTION = 7
 """The world's random stream for camera-motion sequences (5 is the clips', 6 is unused)."""
@@ -164,20 +164,14 @@ def ensure_egomotion(root: Path | str, progress: Callable | None = None) -> bool
     as a fresh world's); a real data root, an incomplete world or one that has them is left
     alone."""
     root = Path(root)
-    info_path = root / "world.json"
     if not (root / ".complete").is_file() or (root / "egomotion" / MANIFEST).is_file():
         return False
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(info, dict) or info.get("generator") != "benchharness.data.synth":
-        return False
-    size = info.get("size")
+    info = read_world_info(root)
+    size = info.get("size") if info else None
     if size not in EGO_SIZES:
         return False
     write_egomotion(root / "egomotion", int(info.get("seed", 0)), size, progress)
     info.setdefault("counts", {})["egomotion_sequences"] = EGO_SIZES[size].sequences
     info["egomotion"] = egomotion_info(size)
-    atomic.write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    write_world_info(root, info)
     return True

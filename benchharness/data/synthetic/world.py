@@ -40,6 +40,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
+from ... import atomic
 from ...interfaces import DataError
 from ..voc.classes import IGNORE_LABEL, VOC_CLASSES, VOC_PALETTE
 from .proposals import FOLDER as PROPOSALS_FOLDER
@@ -616,8 +617,7 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     for name in leftovers:
         shutil.rmtree(out / name)
     # world.json goes first (it marks the directory as ours); .complete goes last.
-    info_path.write_text(json.dumps(_world_info(seed, size), indent=2, sort_keys=True) + "\n",
-                         encoding="utf-8")
+    write_world_info(out, _world_info(seed, size))
     side_range = spec.scene_side
     split_rng = _rng(seed, _STREAM_SPLITS, 0)
 
@@ -727,14 +727,24 @@ def _world_info(seed: int, size: str) -> dict:
     }
 
 
+def read_world_info(root: Path | str) -> dict | None:
+    """The ``world.json`` of ``root`` when this generator wrote it; None otherwise (no file, an
+    unreadable one, or another generator's)."""
+    try:
+        info = json.loads((Path(root) / "world.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("generator") == "benchharness.data.synth" else None
+
+
+def write_world_info(root: Path | str, info: dict) -> None:
+    """Replace ``root``'s ``world.json`` with ``info`` (atomically)."""
+    atomic.write_bytes(Path(root) / "world.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+
+
 def is_synthetic_world(root: Path | str) -> bool:
     """True when ``root`` holds a ``world.json`` written by this generator."""
-    info_path = Path(root) / "world.json"
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("generator") == "benchharness.data.synth"
+    return read_world_info(root) is not None
 
 
 def world_is_complete(out: Path | str) -> bool:

@@ -1,14 +1,14 @@
 """Helpers shared by training loops: a guard against NaN or exploding losses, resumable
 progress (an atomic checkpoint after every epoch, so a killed pretraining resumes), the
-epoch loop of SGD under a one-cycle schedule that the epoch-based pretext methods share, and
-the pairing of a held-out pretext figure with the untrained network's (``value_at_init``)."""
+epoch loop of SGD under a one-cycle schedule that the epoch-based pretext methods share, the
+step loop (resumable every N steps) that the step-based ones share, and the pairing of a held-out pretext figure with the untrained network's (``value_at_init``)."""
 
 from __future__ import annotations
 
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -153,6 +153,80 @@ class OneCycleEpochs:
     def step(self, loss: torch.Tensor) -> None:
         """One optimisation step on a minibatch's ``loss`` (backward, SGD, schedule)."""
         self._total += sgd_step(self.optimizer, self.scheduler, loss)
+
+
+class PretextSteps:
+    """The steps of a step-based pretext loop, saved every ``every`` steps (and after the last)
+    so that a killed pretraining resumes at the step after the last save.
+
+    ``state`` maps names to what the loop saves and restores: modules, optimizers, schedulers
+    (anything with ``state_dict`` / ``load_state_dict``); ``generator`` is the loop's one source
+    of randomness, saved beside them; ``global_rng`` also saves torch's global generator (for
+    dropout masks). Iterating yields the step indices still to run; call :meth:`record` once per
+    step with its loss, or several named losses. The progress bar shows their running means; at
+    every save the mean of the losses since the last save is checked (:class:`LossGuard`). The
+    dict :attr:`resumed` is what a resumed run read back (None on a fresh start), for entries a
+    method saved through :attr:`extra`: a callable returning more entries for every save.
+    """
+
+    def __init__(self, ctx, what: str, steps: int, every: int, state: dict[str, Any],
+                 generator: torch.Generator, global_rng: bool = False,
+                 extra: Callable[[], dict] | None = None):
+        self.what, self.steps, self.every = what, int(steps), int(every)
+        self.state, self.generator, self.global_rng, self.extra = state, generator, global_rng, extra
+        self._checkpoint = ctx.epoch_checkpoint()
+        self.resumed = self._restore(ctx.log)
+        self.first = 0 if self.resumed is None else int(self.resumed["step"])
+        self._bar = ctx.bar(range(self.first, self.steps), desc=f"pretrain {what}", initial=self.first,
+                            total=self.steps)
+        self._guard = LossGuard(f"{what} pretraining", unit="step")
+        self.running: dict[str, float] = {}
+        self._window: dict[str, float] = {}
+        self._count = 0
+
+    def _restore(self, log) -> dict | None:
+        saved = self._checkpoint.load()
+        if saved is None:
+            return None
+        missing = [key for key in (*self.state, "gen", "step") if key not in saved]
+        if missing:  # written by another version of the method: not worth failing for
+            log(f"{self.what}: saved progress lacks {missing}; starting the pretraining over")
+            return None
+        for name, obj in self.state.items():
+            obj.load_state_dict(saved[name])
+        self.generator.set_state(saved["gen"])
+        if self.global_rng and "torch_rng" in saved:
+            torch.set_rng_state(saved["torch_rng"])
+        log(f"resuming {self.what} pretraining at step {int(saved['step']) + 1}")
+        return saved
+
+    def __iter__(self):
+        for step in self._bar:
+            yield step
+            if hasattr(self._bar, "set_postfix") and step % 5 == 4:
+                self._bar.set_postfix({key: f"{value:.4g}" for key, value in self.running.items()})
+            if (step + 1) % self.every == 0 or step + 1 == self.steps:
+                self._guard.check(sum(self._window.values()) / max(self._count, 1), step)
+                self._window, self._count = {}, 0
+                self._save(step + 1)
+
+    def _save(self, step: int) -> None:
+        saved = {"step": step, "gen": self.generator.get_state(),
+                 **{name: obj.state_dict() for name, obj in self.state.items()}}
+        if self.global_rng:
+            saved["torch_rng"] = torch.get_rng_state()
+        if self.extra is not None:
+            saved.update(self.extra())
+        self._checkpoint.save(saved)
+
+    def record(self, loss: torch.Tensor | float | None = None, **named: torch.Tensor | float) -> None:
+        """Record this step's ``loss`` (as ``running["loss"]``) or named losses (``D=..., G=...``)."""
+        losses = named if loss is None else {"loss": loss, **named}
+        for key, value in losses.items():
+            value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            self.running[key] = value if key not in self.running else 0.9 * self.running[key] + 0.1 * value
+            self._window[key] = self._window.get(key, 0.0) + value
+        self._count += 1
 
 
 def lower_is_better(pretext: dict) -> bool:

@@ -36,7 +36,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import PretextSteps
 from .network import LOSSES, Autoencoder, reconstruction_loss, to_decoder_size
 
 # Defaults at the synthetic world's scale; the paper's settings (BiGAN's, AlexNet E at 112 px)
@@ -95,20 +95,11 @@ def pretrain(ctx: RunContext) -> Representation:
     untrained = copy.deepcopy(model)  # for value_at_init, on the same held-out crops
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))
     gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.load()
-    if state is not None:  # resume a killed pretraining where it stopped
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        first = state["step"]
-        ctx.log(f"resuming autoencoder pretraining at step {first + 1}")
+    loop = PretextSteps(ctx, "autoencoder", cfg["steps"], cfg["checkpoint_every"],
+                        {"model": model, "opt": opt}, gen)
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("autoencoder pretraining", unit="step"), None, []
-    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain autoencoder", initial=first,
-                  total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=gen)]
         crops = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"]))
         x = CONVENTION.normalise(crops.to(ctx.device))
@@ -116,15 +107,7 @@ def pretrain(ctx: RunContext) -> Representation:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        window.append(loss.item())
-        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix(loss=f"{running:.4f}")
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(sum(window) / len(window), step)
-            window = []
-            checkpoint.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                             "gen": gen.get_state()})
+        loop.record(loss)
     train_seconds = time.perf_counter() - start
     mean_image = training_mean_image(images, train_idx, size, dsize).to(ctx.device)
     pretext = held_out_reconstruction(model, untrained, subset(images, held_idx)[:], mean_image, cfg, size)
@@ -134,7 +117,7 @@ def pretrain(ctx: RunContext) -> Representation:
         scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),
         "scale_restored": scale, "loss": cfg["loss"], "z_dim": int(cfg["z_dim"]),
         "decoder_size": dsize})
 

@@ -62,7 +62,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard, with_value_at_init
+from benchharness.training import PretextSteps, with_value_at_init
 from .baselines import pretrain_baseline
 from .networks import Encoder, Generator, JointDiscriminator, sample_z, to_generator_size
 
@@ -142,23 +142,13 @@ def pretrain(ctx: RunContext) -> Representation:
     opt_eg = torch.optim.Adam(list(encoder.parameters()) + list(gen_net.parameters()),
                               lr=cfg["lr"], betas=betas)
     rng = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.load()
-    if state is not None:  # resume a killed pretraining where it stopped
-        for module, key in ((encoder, "e"), (gen_net, "g"), (disc, "d"), (opt_d, "opt_d"),
-                            (opt_eg, "opt_eg")):
-            module.load_state_dict(state[key])
-        rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])  # D's dropout masks
-        first = state["step"]
-        ctx.log(f"resuming bigan pretraining at step {first + 1}")
+    loop = PretextSteps(ctx, "bigan", cfg["steps"], cfg["checkpoint_every"],
+                        {"e": encoder, "g": gen_net, "d": disc, "opt_d": opt_d, "opt_eg": opt_eg}, rng,
+                        global_rng=True)  # torch's generator draws D's dropout masks
     start = time.perf_counter()
-    guard, running = LossGuard("bigan pretraining", unit="step"), {"D": None, "EG": None}
-    window = {"D": 0.0, "EG": 0.0, "n": 0}
     for m in (encoder, gen_net, disc):
         m.train()
-    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain bigan", initial=first, total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=rng)]
         crops = random_crop_batch(images[idx], cfg["encoder_size"], rng, scale=tuple(cfg["crop_scale"]))
         x_enc = CONVENTION.normalise(crops.to(device))
@@ -175,20 +165,7 @@ def pretrain(ctx: RunContext) -> Representation:
         opt_eg.zero_grad(set_to_none=True)
         loss_eg.backward()  # D's gradients from this pass are cleared before D's next step
         opt_eg.step()
-
-        for key, value in (("D", loss_d.item()), ("EG", loss_eg.item())):
-            running[key] = value if running[key] is None else 0.9 * running[key] + 0.1 * value
-            window[key] += value
-        window["n"] += 1
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix(D=f"{running['D']:.3f}", EG=f"{running['EG']:.3f}")
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(window["D"] / window["n"] + window["EG"] / window["n"], step)
-            window = {"D": 0.0, "EG": 0.0, "n": 0}
-            checkpoint.save({"step": step + 1, "e": encoder.state_dict(), "g": gen_net.state_dict(),
-                             "d": disc.state_dict(), "opt_d": opt_d.state_dict(),
-                             "opt_eg": opt_eg.state_dict(), "rng": rng.get_state(),
-                             "torch_rng": torch.get_rng_state()})
+        loop.record(D=loss_d, EG=loss_eg)
     train_seconds = time.perf_counter() - start
     encoder.eval()
     encoder.fold_batch_norm()  # the trunk alone, as plain AlexNet, is the representation
@@ -202,7 +179,7 @@ def pretrain(ctx: RunContext) -> Representation:
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "scale_restored": scale,
-        "final_losses": {k: v for k, v in running.items()},
+        "final_losses": dict(loop.running),
         "encoder_size": cfg["encoder_size"], "generator_size": gsize, "z_dim": zd})
 
 

@@ -50,7 +50,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import PretextSteps
 from .networks import Encoder, Generator, TrunkDiscriminator, sample_z, to_generator_size
 
 # Defaults at the synthetic world's scale; the paper's ImageNet settings in comments.
@@ -168,23 +168,12 @@ def pretrain_baseline(name: str, ctx: RunContext) -> Representation:
     opt_g = torch.optim.Adam(g_params, lr=cfg["lr"], betas=betas)  # E's and G's parameters are disjoint
     modules = {"d": disc, "g": gen_net, "opt_d": opt_d, "opt_g": opt_g, **({"e": encoder} if regress else {})}
     rng = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.load()
-    if state is not None:  # resume a killed pretraining where it stopped
-        for key, module in modules.items():
-            module.load_state_dict(state[key])
-        rng.set_state(state["rng"])
-        first = state["step"]
-        ctx.log(f"resuming {name} pretraining at step {first + 1}")
+    loop = PretextSteps(ctx, name, cfg["steps"], cfg["checkpoint_every"], modules, rng)
     start = time.perf_counter()
-    guard = LossGuard(f"{name} pretraining", unit="step")
-    running = {"D": None, "G": None, **({"E": None} if regress else {})}
-    window = dict.fromkeys(running, 0.0) | {"n": 0}
     for m in (disc, gen_net, encoder):
         if m is not None:
             m.train()
-    bar = ctx.bar(range(first, cfg["steps"]), desc=f"pretrain {name}", initial=first, total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=rng)]
         crops = random_crop_batch(images[idx], size, rng, scale=tuple(cfg["crop_scale"]))
         x = to_trunk_input(CONVENTION.normalise(crops.to(device)), gsize, size)
@@ -197,29 +186,18 @@ def pretrain_baseline(name: str, ctx: RunContext) -> Representation:
         opt_d.step()
 
         loss_g = gan_generator_loss(disc, x, x_fake)
-        losses = {"D": loss_d.item(), "G": loss_g.item()}
+        losses = {"D": loss_d, "G": loss_g.detach()}
         if regress:
             weight = cfg["encode_gen_weight"]
             loss_e = regressor_loss(encoder, x_fake, z, through_generator=weight > 0)
             # LR: E's own loss, G untouched; JLR: G and E minimise G's loss + weight x L (as the
             # authors' code; Adam makes E's step nearly independent of the weight's scale)
             loss_g = loss_g + (weight * loss_e if weight > 0 else loss_e)
-            losses["E"] = loss_e.item()
+            losses["E"] = loss_e.detach()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()  # D's gradients from this pass are cleared before D's next step
         opt_g.step()
-
-        for key, value in losses.items():
-            running[key] = value if running[key] is None else 0.9 * running[key] + 0.1 * value
-            window[key] += value
-        window["n"] += 1
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(sum(window[k] for k in running) / window["n"], step)
-            window = dict.fromkeys(running, 0.0) | {"n": 0}
-            checkpoint.save({"step": step + 1, "rng": rng.get_state(),
-                             **{key: module.state_dict() for key, module in modules.items()}})
+        loop.record(**losses)
     train_seconds = time.perf_counter() - start
     for m in (disc, gen_net, encoder, initial):
         if m is not None:
@@ -237,7 +215,7 @@ def pretrain_baseline(name: str, ctx: RunContext) -> Representation:
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "scale_restored": scale,
-        "final_losses": dict(running), "generator_size": gsize, "z_dim": zd,
+        "final_losses": dict(loop.running), "generator_size": gsize, "z_dim": zd,
         "transferred": "discriminator" if not regress else "latent regressor",
         **({"encode_gen_weight": cfg["encode_gen_weight"]} if regress else {})})
 

@@ -35,7 +35,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard, with_value_at_init
+from benchharness.training import PretextSteps, with_value_at_init
 from .lab import ABQuantizer, rgb_to_lab
 
 DEFAULTS = {
@@ -132,17 +132,11 @@ def pretrain(ctx: RunContext) -> Representation:
                            weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.resume_training(model, opt, sched, gen)
-    if state is not None:  # resume a killed pretraining where it stopped
-        first = state["step"]
-        ctx.log(f"resuming colorization pretraining at step {first + 1}")
+    loop = PretextSteps(ctx, "colorization", cfg["steps"], cfg["checkpoint_every"],
+                        {"model": model, "opt": opt, "sched": sched}, gen)
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("colorization pretraining", unit="step"), None, []
-    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain colorization", initial=first,
-                  total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=gen)]
         rgb = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"])).to(ctx.device)
         l_input, ab = lab_batch(rgb, out_hw)
@@ -151,14 +145,7 @@ def pretrain(ctx: RunContext) -> Representation:
         loss.backward()
         opt.step()
         sched.step()
-        window.append(loss.item())
-        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix(loss=f"{running:.3f}")
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(sum(window) / len(window), step)
-            window = []
-            checkpoint.save_training(model, opt, sched, gen, step=step + 1)
+        loop.record(loss)
     train_seconds = time.perf_counter() - start
     pretext = with_value_at_init(held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx),
                                  at_init, ctx.log, extra=("value_coloured", "top5"))
@@ -168,7 +155,7 @@ def pretrain(ctx: RunContext) -> Representation:
         scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),
         "scale_restored": scale, "ab_bins": quantizer.q, "target_grid": list(out_hw)})
 
 

@@ -42,7 +42,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard, with_value_at_init
+from benchharness.training import PretextSteps, with_value_at_init
 from .patches import PatchGrid
 
 DEFAULTS = {
@@ -181,18 +181,14 @@ def pretrain(ctx: RunContext) -> Representation:
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.resume_training(model, opt, sched, gen)
-    if state is not None:  # resume a killed pretraining where it stopped
-        first = state["step"]
-        ctx.log(f"resuming context pretraining at step {first + 1}")
-    batches = _batches(train_idx, cfg["batch_size"], gen,
-                       *((state["order"], state["position"]) if state is not None else ()))
+    loop = PretextSteps(ctx, "context", cfg["steps"], cfg["checkpoint_every"],
+                        {"model": model, "opt": opt, "sched": sched}, gen,
+                        extra=lambda: {"order": batches.order, "position": batches.position})
+    resumed = loop.resumed or {}
+    batches = _batches(train_idx, cfg["batch_size"], gen, resumed.get("order"), resumed.get("position", 0))
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("context pretraining", unit="step"), None, []
-    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain context", initial=first, total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         a, b, labels = make_pairs(images[next(batches)], grid, patch_input, cfg, convention, gen,
                                   ctx.device)
         loss = F.cross_entropy(model(a, b), labels)
@@ -200,15 +196,7 @@ def pretrain(ctx: RunContext) -> Representation:
         loss.backward()
         opt.step()
         sched.step()
-        window.append(loss.item())
-        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix(loss=f"{running:.3f}")
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(sum(window) / len(window), step)
-            window = []
-            checkpoint.save_training(model, opt, sched, gen, step=step + 1, order=batches.order,
-                                       position=batches.position)
+        loop.record(loss)
     train_seconds = time.perf_counter() - start
     pretext = with_value_at_init(held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx),
                                  at_init, ctx.log)
@@ -218,7 +206,7 @@ def pretrain(ctx: RunContext) -> Representation:
         scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),
         "scale_restored": scale,
         "grid": {"patch": grid.patch, "gap": grid.gap, "jitter": grid.jitter,
                  "store_size": cfg["store_size"], "patch_input": patch_input}})

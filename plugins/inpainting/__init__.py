@@ -41,7 +41,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import PretextSteps
 from .masks import mask_input, masked_l2, random_block_masks
 from .network import ContextEncoder, Discriminator
 
@@ -112,23 +112,11 @@ def pretrain(ctx: RunContext) -> Representation:
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg["lr"], betas=betas) if adversarial else None
     gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.load()
-    if state is not None:  # resume a killed pretraining where it stopped
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if adversarial:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
-        gen.set_state(state["gen"])
-        first = state["step"]
-        ctx.log(f"resuming inpainting pretraining at step {first + 1}")
+    state = {"model": model, "opt": opt, **({"disc": disc, "opt_d": opt_d} if adversarial else {})}
+    loop = PretextSteps(ctx, "inpainting", cfg["steps"], cfg["checkpoint_every"], state, gen)
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("inpainting pretraining", unit="step"), None, []
-    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain inpainting", initial=first,
-                  total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=gen)]
         crops = random_crop_batch(images[idx], size, gen, scale=tuple(cfg["crop_scale"]))
         x = CONVENTION.normalise(crops.to(ctx.device))
@@ -146,18 +134,7 @@ def pretrain(ctx: RunContext) -> Representation:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        window.append(loss.item())
-        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix(loss=f"{running:.4f}")
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(sum(window) / len(window), step)
-            window = []
-            saved = {"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
-                     "gen": gen.get_state()}
-            if adversarial:
-                saved.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
-            checkpoint.save(saved)
+        loop.record(loss)
     train_seconds = time.perf_counter() - start
     pretext = held_out_inpainting(model, untrained, subset(images, held_idx)[:], fill, cfg, size)
     scale = None
@@ -166,7 +143,7 @@ def pretrain(ctx: RunContext) -> Representation:
         scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),
         "scale_restored": scale, "adversarial": adversarial, "mask": "random blocks",
         "mask_coverage": cfg["coverage"]})
 

@@ -41,7 +41,7 @@ from benchharness.data.loading.pretext_pool import (default_image_dirs, open_ima
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
-from benchharness.training import LossGuard
+from benchharness.training import PretextSteps
 from .permutations import maximal_hamming_permutations
 from .puzzles import GRID, make_puzzles
 
@@ -123,16 +123,11 @@ def pretrain(ctx: RunContext) -> Representation:
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.2)
     gen = torch.Generator().manual_seed(ctx.seed)
-    checkpoint, first = ctx.epoch_checkpoint(), 0
-    state = checkpoint.resume_training(model, opt, sched, gen)
-    if state is not None:  # resume a killed pretraining where it stopped
-        first = state["step"]
-        ctx.log(f"resuming jigsaw pretraining at step {first + 1}")
+    loop = PretextSteps(ctx, "jigsaw", cfg["steps"], cfg["checkpoint_every"],
+                        {"model": model, "opt": opt, "sched": sched}, gen)
     start = time.perf_counter()
     model.train()
-    guard, running, window = LossGuard("jigsaw pretraining", unit="step"), None, []
-    bar = ctx.bar(range(first, cfg["steps"]), desc="pretrain jigsaw", initial=first, total=cfg["steps"])
-    for step in bar:
+    for _ in loop:
         idx = train_idx[torch.randint(len(train_idx), (cfg["batch_size"],), generator=gen)]
         crops = random_crop_batch(images[idx], cfg["puzzle_size"], gen, scale=tuple(cfg["crop_scale"]))
         tiles, labels = make_puzzles(crops, perms, tile, tile, cfg, gen)
@@ -141,14 +136,7 @@ def pretrain(ctx: RunContext) -> Representation:
         loss.backward()
         opt.step()
         sched.step()
-        window.append(loss.item())
-        running = window[-1] if running is None else 0.9 * running + 0.1 * window[-1]
-        if hasattr(bar, "set_postfix") and step % 5 == 4:
-            bar.set_postfix(loss=f"{running:.3f}")
-        if (step + 1) % cfg["checkpoint_every"] == 0 or step + 1 == cfg["steps"]:
-            guard.check(sum(window) / len(window), step)
-            window = []
-            checkpoint.save_training(model, opt, sched, gen, step=step + 1)
+        loop.record(loss)
     train_seconds = time.perf_counter() - start
     held = subset(images, held_idx)[:]
     pretext = held_out_accuracy(model, held, perms, cfg, ctx)
@@ -160,7 +148,7 @@ def pretrain(ctx: RunContext) -> Representation:
         scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
-        "train_seconds": train_seconds, "pretext": pretext, "final_loss": running,
+        "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),
         "scale_restored": scale, "permutations": len(perms), "criterion": cfg["criterion"],
         "tile_input": tile, "puzzle_size": cfg["puzzle_size"]})
 

@@ -123,16 +123,9 @@ def pretrain(ctx: RunContext) -> Representation:
         raise DataError(folder, f"{len(sequences)} sequence(s): at least 2 are needed (one to train on, "
                                 "one held out)")
     frames, offsets = load_frames(sequences, int(cfg["store_size"] or size), ctx.progress)
-    poses = np.concatenate([s.poses for s in sequences])
-    train_seq, held_seq = split_held_out(len(sequences), cfg["held_out"], ctx.seed)
-    pairs = frame_pairs(offsets.numpy(), int(cfg["max_gap"]))
-    sequence_of = np.searchsorted(offsets.numpy(), pairs[:, 0], side="right") - 1
-    in_train = np.isin(sequence_of, train_seq.numpy())
-    motions = relative_motion(poses[pairs[:, 0]], poses[pairs[:, 1]])
-    edges = bin_edges(bin_ranges(motions[in_train], float(cfg["range_quantile"])), int(cfg["bins"]))
-    labels = torch.as_tensor(motion_bins(motions, edges))
-    train, held = pairs[in_train], pairs[~in_train]
-    train_labels, held_labels = labels[in_train], labels[~in_train]
+    pairs = labelled_pairs(sequences, offsets, cfg, ctx.seed)
+    train, held, train_labels, held_labels, edges = (pairs[k] for k in (
+        "train", "held", "train_labels", "held_labels", "edges"))
     if len(train) < cfg["batch_size"]:
         raise DataError(folder, f"only {len(train)} training frame pairs (max_gap {cfg['max_gap']}): "
                                 f"fewer than one batch of {cfg['batch_size']}")
@@ -148,7 +141,7 @@ def pretrain(ctx: RunContext) -> Representation:
         order = torch.randperm(len(train), generator=gen)
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            a, b = _frames(frames, train[idx.numpy()], convention, ctx.device)
+            a, b = pair_frames(frames, train[idx.numpy()], convention, ctx.device)
             loop.step(egomotion_loss(model(a, b, gen), train_labels[idx].to(ctx.device)))
     train_seconds = time.perf_counter() - start
     pretext = held_out_accuracy(model, frames, held, held_labels, train_labels, convention, ctx)
@@ -160,12 +153,29 @@ def pretrain(ctx: RunContext) -> Representation:
         x = convention.normalise(center_crop_batch(frames[:256], size).to(ctx.device))
         scale = restore_stage_scales(network, initial.to(ctx.device), x, CONV_STAGES)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=CONV_STAGES, meta={
-        "pretrain_data": str(folder), "pretrain_sequences": len(train_seq), "frame_pairs": len(train),
+        "pretrain_data": str(folder), "pretrain_sequences": pairs["train_sequences"], "frame_pairs": len(train),
         "bins": {d: edges[k].tolist() for k, d in enumerate(DIMENSIONS)},
         "train_seconds": train_seconds, "pretext": pretext, "scale_restored": scale})
 
 
-def _frames(frames: torch.Tensor, pairs: np.ndarray, convention: InputConvention, device) -> tuple:
+def labelled_pairs(sequences: list, offsets: torch.Tensor, cfg: dict, seed: int) -> dict:
+    """The frame pairs [P, 2] of the training sequences (``train``) and of the held-out ones
+    (``held``, by ``cfg["held_out"]``), their motion bins [P, 3] (``train_labels``,
+    ``held_labels``), the bins' ``edges`` (from the training pairs' motions) and the number of
+    ``train_sequences``. ``offsets`` indexes each sequence's first frame (:func:`load_frames`)."""
+    poses = np.concatenate([s.poses for s in sequences])
+    train_seq, _ = split_held_out(len(sequences), cfg["held_out"], seed)
+    pairs = frame_pairs(offsets.numpy(), int(cfg["max_gap"]))
+    sequence_of = np.searchsorted(offsets.numpy(), pairs[:, 0], side="right") - 1
+    in_train = np.isin(sequence_of, train_seq.numpy())
+    motions = relative_motion(poses[pairs[:, 0]], poses[pairs[:, 1]])
+    edges = bin_edges(bin_ranges(motions[in_train], float(cfg["range_quantile"])), int(cfg["bins"]))
+    labels = torch.as_tensor(motion_bins(motions, edges))
+    return {"train": pairs[in_train], "held": pairs[~in_train], "train_labels": labels[in_train],
+            "held_labels": labels[~in_train], "edges": edges, "train_sequences": len(train_seq)}
+
+
+def pair_frames(frames: torch.Tensor, pairs: np.ndarray, convention: InputConvention, device) -> tuple:
     """Network-ready first and second frames of ``pairs`` [n, 2]. No mirroring or cropping:
     either would change the motion the label names."""
     x = convention.normalise(frames[torch.as_tensor(pairs.reshape(-1))].to(device).float().div_(255))
@@ -183,7 +193,7 @@ def held_out_accuracy(model: EgomotionNet, frames: torch.Tensor, pairs: np.ndarr
     model.eval()
     predicted = []
     for s in range(0, len(pairs), 128):
-        a, b = _frames(frames, pairs[s:s + 128], convention, ctx.device)
+        a, b = pair_frames(frames, pairs[s:s + 128], convention, ctx.device)
         predicted.append(model(a, b).argmax(-1).cpu())
     model.train(was_training)
     correct = (torch.cat(predicted) == labels).float().mean(0)

@@ -43,7 +43,7 @@ def main():
 
 @main.command()
 @click.option("--suite", default="smoke", show_default=True,
-              help="Suite name (a file in benchmarks/: smoke, voc-transfer) or path to a suite TOML.")
+              help="Suite name (a file in benchmarks/: smoke, table53, voc-transfer) or path to a suite TOML.")
 @click.option("--method", "methods", multiple=True, metavar="SPEC",
               help="Method to run (repeatable), replacing the suite's list: a registered method "
                    "(`benchharness plugins`) or a variant the suite declares ([methods.\"NAME\"] "

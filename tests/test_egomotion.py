@@ -240,3 +240,30 @@ train_crops = 1
     assert result["status"] == "ok" and result["method"] == "egomotion" and result["group"] == "self-sup"
     assert 0 <= result["value"] <= 100 and result["pretext"]["metric"] == "motion-bin-accuracy"
     assert "value_at_init" in result["pretext"]
+
+
+def test_fusion_benchmark_scores_late_and_early_fusion_on_the_same_pairs(tiny_world, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "egomotion_fusion.py"
+    subprocess.run([sys.executable, str(script), str(tiny_world), "--steps", "2", "--bins", "3",
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    figures = json.loads((tmp_path / "egomotion_fusion.json").read_text())
+    assert figures["steps"] == 2 and figures["bins"] == 3 and figures["held_out_pairs"] > 0
+    late, early = figures["late"], figures["early"]
+    assert set(late["per_dimension"]) == set(early["per_dimension"]) == {"tx", "ty", "rz"}
+    assert late["chance_per_dimension"] == early["chance_per_dimension"]  # the same held-out pairs
+
+
+def test_early_fusion_twin_takes_both_frames_as_one_six_channel_image():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from egomotion_fusion import EarlyFusionNet
+    net = EarlyFusionNet("alexnet-small", bins=5, width=16)
+    assert net.trunk.conv1.conv.in_channels == 6
+    a, b = torch.zeros(2, 3, 64, 64), torch.ones(2, 3, 64, 64)
+    assert net(a, b).shape == (2, 3, 5)
+    # the first frame fills channels 0-2: swapping the frames changes the input the trunk sees
+    assert not torch.equal(net(a, b), net(b, a))

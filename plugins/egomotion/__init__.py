@@ -124,8 +124,8 @@ def pretrain(ctx: RunContext) -> Representation:
                                 "one held out)")
     frames, offsets = load_frames(sequences, int(cfg["store_size"] or size), ctx.progress)
     pairs = labelled_pairs(sequences, offsets, cfg, ctx.seed)
-    train, held, train_labels, held_labels, edges = (pairs[k] for k in (
-        "train", "held", "train_labels", "held_labels", "edges"))
+    train, held, edges = pairs["train"], pairs["held"], pairs["edges"]
+    train_labels, held_labels = pairs["train_labels"], pairs["held_labels"]
     if len(train) < cfg["batch_size"]:
         raise DataError(folder, f"only {len(train)} training frame pairs (max_gap {cfg['max_gap']}): "
                                 f"fewer than one batch of {cfg['batch_size']}")

@@ -1,12 +1,15 @@
 """``cpu_step_efficiency_<loop>``: each training loop's steps per second as a fraction of the bare
 network's (goal: at least 0.8 for every loop).
 
-The loops: the pretraining of every method plugin (``supervised``, ``context``,
-``colorization``, ``bigan``, ``tracking``, ``sound``, found through the registry) and the transfer
+The loops: the pretraining of every method plugin that trains by optimizer steps (the smoke
+suite's ``supervised``, ``context``, ``colorization``, ``bigan``, ``tracking``, ``sound``, and the
+table53 suite's ``autoencoder``, ``inpainting``, ``jigsaw``, ``bigan-d``, ``bigan-lr``,
+``bigan-jlr``, ``egomotion``, each with its suite's settings; ``kmeans`` makes no optimizer
+step), found through the registry, and the transfer
 loops (``voc07-cls`` under ``fc8``, ``fc6-8`` and ``all``; ``voc07-det``'s Fast R-CNN and
 ``voc12-seg``'s FCN-32s, both under ``all``, the latter two on the random-init representation
 as the classification ones). Each runs as the runner runs it (a RunContext with a cache and,
-for pretraining, a state directory), with the smoke suite's settings on the synthetic world and
+for pretraining, a state directory), with its suite's settings on the synthetic world and
 a schedule shortened to a few dozen steps (``LOOPS``), while a
 :class:`~step_recorder.StepRecorder` times its optimizer steps and captures a few iterations
 after a warm-up. The bare rate is that of the captured iterations replayed with nothing around
@@ -45,7 +48,7 @@ DEFAULT_DATA_ROOT = HERE.parent / "data" / "synthetic-small"
 @dataclass(frozen=True)
 class Loop:
     """One training loop: a method's pretraining (``kind = "methods"``) or a task's transfer
-    under ``protocol`` (``"tasks"``); ``settings`` replace the smoke suite's (a shorter
+    under ``protocol`` (``"tasks"``); ``settings`` replace those of ``suite`` (a shorter
     schedule, less testing after the loop)."""
 
     name: str
@@ -53,6 +56,7 @@ class Loop:
     plugin: str
     protocol: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    suite: str = "smoke"
 
 
 # About 40-90 optimizer steps each (the steps per epoch of the small world in the comments).
@@ -63,6 +67,13 @@ LOOPS = (
     Loop("bigan", "methods", "bigan", settings={"steps": 80}),
     Loop("tracking", "methods", "tracking", settings={"epochs": 3, "warmup_epochs": 1}),  # ~18
     Loop("sound", "methods", "sound", settings={"epochs": 5}),  # 9 steps an epoch
+    Loop("autoencoder", "methods", "autoencoder", settings={"steps": 60}, suite="table53"),
+    Loop("inpainting", "methods", "inpainting", settings={"steps": 60}, suite="table53"),
+    Loop("jigsaw", "methods", "jigsaw", settings={"steps": 60}, suite="table53"),
+    Loop("bigan_d", "methods", "bigan-d", settings={"steps": 60}, suite="table53"),
+    Loop("bigan_lr", "methods", "bigan-lr", settings={"steps": 60}, suite="table53"),
+    Loop("bigan_jlr", "methods", "bigan-jlr", settings={"steps": 60}, suite="table53"),
+    Loop("egomotion", "methods", "egomotion", settings={"epochs": 1}, suite="table53"),  # 162
     Loop("cls_fc8", "tasks", "voc07-cls", "fc8", {"epochs": 4, "test_crops": 1}),  # 15
     Loop("cls_fc6_8", "tasks", "voc07-cls", "fc6-8", {"epochs": 4, "test_crops": 1}),
     Loop("cls_all", "tasks", "voc07-cls", "all", {"epochs": 3, "test_crops": 1}),
@@ -77,8 +88,9 @@ def _log(message: str) -> None:
 
 
 class Harness:
-    """What the loops need, built once: the registry, the smoke suite, a scratch directory
-    (cache and pretraining state) and, for the transfer loops, a random-init representation."""
+    """What the loops need, built once: the registry, the suites (smoke's backbone for all), a
+    scratch directory (cache and pretraining state) and, for the transfer loops, a random-init
+    representation."""
 
     def __init__(self, device: torch.device, data_root: Path, work: Path, backbone: str | None = None):
         self.device, self.data_root, self.work = device, Path(data_root), work
@@ -86,7 +98,14 @@ class Harness:
         self.suite: Suite = load_suite("smoke")
         if backbone:  # e.g. `alexnet` at 227 px on a GPU
             self.suite.backbone = backbone
+        self._suites = {"smoke": self.suite}
         self._representation = None
+
+    def method_config(self, loop: Loop) -> dict:
+        """The method's section of the loop's suite, with the loop's settings over it."""
+        if loop.suite not in self._suites:
+            self._suites[loop.suite] = load_suite(loop.suite)
+        return {**self._suites[loop.suite].method_config.get(loop.plugin, {}), **loop.settings}
 
     def context(self, config: dict, state_dir: Path | None = None) -> RunContext:
         """A RunContext as the runner builds it (quiet: no progress bars)."""
@@ -106,8 +125,7 @@ class Harness:
         """A call that runs ``loop`` once, everything before it (data, features) included."""
         if loop.kind == "methods":
             method = self.registry.get("methods", loop.plugin)
-            config = {**self.suite.method_config.get(loop.plugin, {}), **loop.settings}
-            ctx = self.context(config, state_dir=self.work / ".partial" / loop.name)
+            ctx = self.context(self.method_config(loop), state_dir=self.work / ".partial" / loop.name)
             return lambda: method.pretrain(ctx)
         task = self.registry.get("tasks", loop.plugin)
         config = {**self.suite.task_config.get(loop.plugin, {}), **loop.settings}

@@ -196,9 +196,12 @@ def test_figures_are_named_after_the_device_and_the_loops_exist():
 
     registry = Registry()
     methods, tasks = registry.methods(), registry.tasks()
+    from benchharness.suite import load_suite
+
     for loop in cpu_step_efficiency.LOOPS:
         if loop.kind == "methods":
             assert loop.plugin in methods
+            assert loop.plugin in load_suite(loop.suite).methods  # measured with the settings it runs with
         else:
             assert loop.protocol in tasks[loop.plugin].protocols
-    assert len(cpu_step_efficiency.LOOP_NAMES) == 11
+    assert len(cpu_step_efficiency.LOOP_NAMES) == 18

@@ -11,7 +11,7 @@ decoder's side: mean squared error (``loss = "l2"``, the table's row) or mean ab
 (``"l1"``). Images are RGB scaled to [-1, 1] (mean 0.5, std 0.5); Adam with beta1 0.5 as in
 BiGAN's code. Differs from the paper: E has no batch normalisation (BiGAN's AlexNet E has it
 after every layer but the first); the trunk is rescaled at the end instead
-(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`, one positive factor per
+(:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`, one positive factor per
 stage, back to its output scale at initialisation).
 
 The pretext measurement is the same reconstruction error on held-out centre crops (lower is
@@ -32,7 +32,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out, subset)
+                                                    restore_scales_on, split_held_out, subset)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
@@ -111,10 +111,8 @@ def pretrain(ctx: RunContext) -> Representation:
     train_seconds = time.perf_counter() - start
     mean_image = training_mean_image(images, train_idx, size, dsize).to(ctx.device)
     pretext = held_out_reconstruction(model, untrained, subset(images, held_idx)[:], mean_image, cfg, size)
-    scale = None
-    if cfg["restore_scale"]:
-        x = CONVENTION.normalise(center_crop_batch(subset(images, held_idx[:256])[:], size).to(ctx.device))
-        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
+    scale = (restore_scales_on(network, initial, subset(images, held_idx[:256])[:], CONVENTION, LEARNED,
+                               ctx.device) if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),

@@ -22,7 +22,7 @@ generalised BiGAN: E sees the crop at its full resolution while D receives it do
 G's resolution. The default pairs E at the trunk's input size with G at 32 pixels, as the paper
 paired E at 112 with G at 64; small batches (16) buy the most E updates within about 35 s on
 a 2-core CPU. At the end E's stages get back the output scale they had at initialisation
-(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`, one positive factor per stage).
+(:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`, one positive factor per stage).
 
 Images are fed as RGB scaled to [-1, 1] (mean 0.5, std 0.5). The pretext measurement is the
 mean squared error (in that [-1, 1] scale, at G's resolution) between held-out centre crops x
@@ -58,7 +58,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out)
+                                                    restore_scales_on, split_held_out)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
@@ -171,11 +171,8 @@ def pretrain(ctx: RunContext) -> Representation:
     encoder.fold_batch_norm()  # the trunk alone, as plain AlexNet, is the representation
     pretext = reconstruction_pretext(encoder, gen_net, images[held_idx], cfg, ctx, init_batch)
     pretext = with_value_at_init(pretext, None if error_at_init is None else {"value": error_at_init}, ctx.log)
-    scale = None
-    if cfg["restore_scale"]:
-        x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], network.spec.input_size)
-                                 .to(device))
-        scale = restore_stage_scales(network, initial.to(device), x, LEARNED)
+    scale = (restore_scales_on(network, initial, images[held_idx[:256]], CONVENTION, LEARNED, device)
+             if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "scale_restored": scale,

@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from benchharness.accel import prepare_model
 from benchharness.backbones import STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out)
+                                                    restore_scales_on, split_held_out)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import RunContext
 from benchharness.representation import InputConvention, Representation
@@ -208,10 +208,8 @@ def pretrain_baseline(name: str, ctx: RunContext) -> Representation:
     else:
         pretext = discriminator_pretext(disc, initial, gen_net, held, cfg, ctx)
     (encoder if regress else disc).fold_batch_norm()  # the trunk alone, as plain AlexNet
-    scale = None
-    if cfg["restore_scale"]:
-        x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], size).to(device))
-        scale = restore_stage_scales(network, initial_trunk.to(device), x, LEARNED)
+    scale = (restore_scales_on(network, initial_trunk, images[held_idx[:256]], CONVENTION, LEARNED, device)
+             if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "scale_restored": scale,

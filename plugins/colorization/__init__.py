@@ -9,7 +9,7 @@ Gaussian-smoothed empirical bin prior of the training pool.
 
 The Representation takes ``lab-l`` input normalised as (L - 50) / 50; learned stages are
 conv1..conv5 (fc6 and fc7 stay random). At the end the learned stages get back the output scale
-they had at initialisation (:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one
+they had at initialisation (:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`: one
 positive factor per stage, the network's function unchanged up to scale), so that a linear
 classifier reads them at the scale the tasks' learning rates expect. The pretext measurement is
 the ab-bin accuracy (argmax bin against the pixel's true bin) on held-out images; chance is the
@@ -31,7 +31,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out, subset)
+                                                    restore_scales_on, split_held_out, subset)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
@@ -149,10 +149,8 @@ def pretrain(ctx: RunContext) -> Representation:
     train_seconds = time.perf_counter() - start
     pretext = with_value_at_init(held_out_accuracy(model, held, quantizer, weights, size, out_hw, ctx),
                                  at_init, ctx.log, extra=("value_coloured", "top5"))
-    scale = None
-    if cfg["restore_scale"]:
-        x = CONVENTION.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))
-        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
+    scale = (restore_scales_on(network, initial, images[held_idx[:256]], CONVENTION, LEARNED, ctx.device)
+             if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),

@@ -17,7 +17,7 @@ pixels the small trunk's pool5 is 1 x 1, which its adaptive pool spreads over fc
 input; at 64 pixels, on whole images, fc6 then sees a real 3 x 3 map.) Learned stages: conv1..conv5 and fc6 (fc7 is not part of the pretext network and stays random).
 A trunk trained without normalisation layers drifts in scale (the pair head absorbs any factor);
 at the end the learned stages get back the output scale they had at initialisation
-(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`: one positive factor per stage,
+(:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`: one positive factor per stage,
 which leaves what the network computes unchanged up to scale). The pretext measurement is 8-way
 accuracy on pairs from held-out images (chance 1/8; ``value_at_init``, the untrained network's
 on the same pairs). Training state is saved every
@@ -38,8 +38,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out, subset)
-from benchharness.data.loading.transforms import center_crop_batch
+                                                    restore_scales_on, split_held_out, subset)
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import PretextSteps, with_value_at_init
@@ -200,10 +199,8 @@ def pretrain(ctx: RunContext) -> Representation:
     train_seconds = time.perf_counter() - start
     pretext = with_value_at_init(held_out_accuracy(model, held, grid, patch_input, cfg, convention, ctx),
                                  at_init, ctx.log)
-    scale = None
-    if cfg["restore_scale"]:
-        x = convention.normalise(center_crop_batch(images[held_idx[:256]], size).to(ctx.device))
-        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
+    scale = (restore_scales_on(network, initial, images[held_idx[:256]], convention, LEARNED, ctx.device)
+             if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),

@@ -17,7 +17,7 @@ leaving the middle bins empty); frames at most 3 apart (KITTI: 7); a smaller TCN
 128 channels and fc 500). Only conv1..conv5 are learned (fc6 and fc7 stay random): the TCNN is
 part of the pretext network and is not exported. As for the other pretext networks without
 normalisation, the learned stages get back their initial output scale at the end
-(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`).
+(:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`).
 
 The pretext measurement is the held-out bin accuracy per dimension (pairs of held-out sequences
 only; ``value`` is the mean over tx, ty, rz), with its chance level (the larger of ``1 / bins``
@@ -40,8 +40,7 @@ from torch.nn import functional as F
 from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
-from benchharness.data.loading.pretext_pool import restore_stage_scales, split_held_out
-from benchharness.data.loading.transforms import center_crop_batch
+from benchharness.data.loading.pretext_pool import restore_scales_on, split_held_out
 from benchharness.interfaces import DataError, Method, RunContext
 from benchharness.representation import InputConvention, Representation
 from benchharness.training import OneCycleEpochs
@@ -148,10 +147,8 @@ def pretrain(ctx: RunContext) -> Representation:
     if pretext is not None and at_init is not None:
         pretext["value_at_init"] = at_init["value"]
         pretext["per_dimension_at_init"] = at_init["per_dimension"]
-    scale = None
-    if cfg["restore_scale"]:
-        x = convention.normalise(center_crop_batch(frames[:256], size).to(ctx.device))
-        scale = restore_stage_scales(network, initial.to(ctx.device), x, CONV_STAGES)
+    scale = (restore_scales_on(network, initial, frames[:256], convention, CONV_STAGES, ctx.device)
+             if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, convention, learned_stages=CONV_STAGES, meta={
         "pretrain_data": str(folder), "pretrain_sequences": pairs["train_sequences"], "frame_pairs": len(train),
         "bins": {d: edges[k].tolist() for k, d in enumerate(DIMENSIONS)},

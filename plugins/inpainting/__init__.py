@@ -18,7 +18,7 @@ weighs 1. Images are RGB scaled to [-1, 1] (tanh output); Adam with beta1 0.5.
 
 Learned stages are conv1..conv5 (fc6 and fc7 are not part of the context encoder and stay
 random); at the end they get back their output scale at initialisation
-(:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`). The pretext measurement is
+(:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`). The pretext measurement is
 the squared error on the masked pixels of held-out centre crops (one fixed set of masks):
 ``chance`` fills them with the pool's mean colour (what the encoder's input holds there),
 ``chance_visible_mean`` with each image's own mean visible colour, and ``value_at_init`` is the
@@ -37,7 +37,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out, subset)
+                                                    restore_scales_on, split_held_out, subset)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
@@ -137,10 +137,8 @@ def pretrain(ctx: RunContext) -> Representation:
         loop.record(loss)
     train_seconds = time.perf_counter() - start
     pretext = held_out_inpainting(model, untrained, subset(images, held_idx)[:], fill, cfg, size)
-    scale = None
-    if cfg["restore_scale"]:
-        x = CONVENTION.normalise(center_crop_batch(subset(images, held_idx[:256])[:], size).to(ctx.device))
-        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
+    scale = (restore_scales_on(network, initial, subset(images, held_idx[:256])[:], CONVENTION, LEARNED,
+                               ctx.device) if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),

@@ -18,7 +18,7 @@ is handed over with the default ImageNet input convention, at whose scale the st
 roughly are.
 
 Learned stages: conv1..conv5 and fc6 (the head is the pretext's only); at the end they get back
-their output scale at initialisation (:func:`~benchharness.data.loading.pretext_pool.restore_stage_scales`).
+their output scale at initialisation (:func:`~benchharness.data.loading.pretext_pool.restore_scales_on`).
 The pretext measurement is the permutation accuracy on puzzles of held-out images (fixed seed),
 against chance 1/N and the untrained network's figure (``value_at_init``). Training state is
 saved every ``checkpoint_every`` steps, so a killed pretraining resumes.
@@ -37,7 +37,7 @@ from benchharness import hookimpl
 from benchharness.accel import prepare_model
 from benchharness.backbones import CONV_STAGES
 from benchharness.data.loading.pretext_pool import (default_image_dirs, open_image_pool,
-                                                    restore_stage_scales, split_held_out, subset)
+                                                    restore_scales_on, split_held_out, subset)
 from benchharness.data.loading.transforms import center_crop_batch, random_crop_batch
 from benchharness.interfaces import Method, RunContext
 from benchharness.representation import InputConvention, Representation
@@ -142,10 +142,8 @@ def pretrain(ctx: RunContext) -> Representation:
     pretext = held_out_accuracy(model, held, perms, cfg, ctx)
     if pretext is not None:
         pretext["value_at_init"] = held_out_accuracy(untrained, held, perms, cfg, ctx)["value"]
-    scale = None
-    if cfg["restore_scale"]:
-        x = CONVENTION.normalise(center_crop_batch(held[:256], size).to(ctx.device))
-        scale = restore_stage_scales(network, initial.to(ctx.device), x, LEARNED)
+    scale = (restore_scales_on(network, initial, held[:256], CONVENTION, LEARNED, ctx.device)
+             if cfg["restore_scale"] else None)
     return Representation(network.cpu(), ctx.backbone, CONVENTION, learned_stages=LEARNED, meta={
         "pretrain_data": [str(d) for d in dirs], "pretrain_images": len(train_idx),
         "train_seconds": train_seconds, "pretext": pretext, "final_loss": loop.running.get("loss"),

@@ -31,7 +31,6 @@ centroids (Gaussian directions in the whitened space).
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np

@@ -29,6 +29,7 @@ from ..datasets import locate_source, locate_unlabelled
 from .folders import list_image_folder, list_image_pool, load_image_folder, load_image_pool
 from .image_cache import cached_images
 from .streaming import StreamedImages, choose_data_mode
+from .transforms import center_crop_batch
 
 
 def default_image_dirs(data_root: Path) -> list[Path]:
@@ -161,3 +162,12 @@ def restore_stage_scales(network, reference, images: torch.Tensor, stages: Seque
     after = stage_rms(network, images)
     return {"factors": factors, "rms_before": {s: before[s] for s in stages},
             "rms_after": {s: after[s] for s in stages}, "rms_reference": {s: target[s] for s in stages}}
+
+
+def restore_scales_on(network, reference, images: torch.Tensor, convention, stages: Sequence[str],
+                      device) -> dict:
+    """:func:`restore_stage_scales` measured on ``images`` (uint8 [N, 3, S, S], e.g. up to 256
+    held-out ones): their centre crops at the trunk's input side, normalised by ``convention``
+    (the method's :class:`~benchharness.representation.InputConvention`), on ``device``."""
+    x = convention.normalise(center_crop_batch(images, network.spec.input_size).to(device))
+    return restore_stage_scales(network, reference.to(device), x, stages)

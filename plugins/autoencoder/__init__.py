@@ -4,8 +4,8 @@ thesis), group ``unsup``.
 
 The encoder is BiGAN's E: the AlexNet trunk through fc7 followed by a linear map to a code
 ``z``, so conv1..fc7 are all learned. The decoder (:mod:`.network`) is shaped like BiGAN's
-generator G: a DCGAN-style stack of transposed convolutions from ``z`` to an image (tanh), here
-written for this package (a plugin imports no sibling plugin). The loss is the pixel
+generator G: the core's DCGAN generator (:mod:`benchharness.dcgan`, which G uses too) from ``z``
+to an image (tanh). The loss is the pixel
 reconstruction error between the decoder's output and the encoder's input resized to the
 decoder's side: mean squared error (``loss = "l2"``, the table's row) or mean absolute error
 (``"l1"``). Images are RGB scaled to [-1, 1] (mean 0.5, std 0.5); Adam with beta1 0.5 as in

@@ -4,11 +4,12 @@ BiGAN's G) from ``z`` back to the image; and the reconstruction loss."""
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from benchharness.dcgan import DCGANGenerator
 
 LOSSES = ("l2", "l1")
 
@@ -22,27 +23,14 @@ def reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor, kind: st
     raise ValueError(f"autoencoder: loss must be one of {LOSSES}, not {kind!r}")
 
 
-class Decoder(nn.Module):
-    """``z`` -> 4x4 map -> (transposed conv 4x4 stride 2, batch norm, ReLU) up to half of
-    ``size`` -> a last transposed conv to ``size`` and tanh (the [-1, 1] input scale).
-    ``size`` is a power of two >= 8; widths double from ``channels`` towards the 4x4 start."""
+class Decoder(DCGANGenerator):
+    """The DCGAN generator's shape (:class:`~benchharness.dcgan.DCGANGenerator`, torch's default
+    initialisation) from ``z`` to an image of ``size`` pixels, a power of two >= 8."""
 
     def __init__(self, z_dim: int, size: int, channels: int):
-        super().__init__()
         if size < 8 or size & (size - 1):
             raise ValueError(f"autoencoder: decoder_size must be a power of two >= 8, got {size}")
-        n = int(math.log2(size // 4))
-        widths = [channels * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 128, 64, 32, 16 for 64 px
-        layers = [nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),
-                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
-        for cin, cout in zip(widths, widths[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
+        super().__init__(z_dim, size, channels)
 
 
 class Autoencoder(nn.Module):

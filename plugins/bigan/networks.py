@@ -12,12 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchharness.backbones import STAGES
+from benchharness.dcgan import DCGANGenerator, levels
 from benchharness.rescale import stage_layer
-
-
-def _levels(size: int) -> int:
-    """How many factor-2 steps separate a 4x4 map from ``size``."""
-    return int(math.log2(size // 4))
 
 
 class Encoder(nn.Module):
@@ -102,26 +98,12 @@ class Encoder(nn.Module):
         self.to_z.bias.copy_(-(out.mean(0) - self.to_z.bias) * scale)
 
 
-class Generator(nn.Module):
-    """DCGAN generator: z -> 4x4 map -> (transposed conv, batch norm, ReLU) x n -> tanh image."""
+class Generator(DCGANGenerator):
+    """DCGAN generator: z -> 4x4 map -> (transposed conv, batch norm, ReLU) x n -> tanh image,
+    its transposed convolutions drawn from N(0, 0.02) as DCGAN's."""
 
     def __init__(self, z_dim: int, size: int, channels: int):
-        super().__init__()
-        n = _levels(size)
-        widths = [channels * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 128, 64, 32 for 32 px
-        layers = [nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),
-                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
-        for cin, cout in zip(widths, widths[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=0.02)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
+        super().__init__(z_dim, size, channels, init_std=0.02)
 
 
 class JointDiscriminator(nn.Module):
@@ -130,7 +112,7 @@ class JointDiscriminator(nn.Module):
     def __init__(self, z_dim: int, size: int, channels: int, hidden: int, dropout: float):
         super().__init__()
         convs, cin = [], 3
-        for i in range(_levels(size)):
+        for i in range(levels(size)):
             cout = channels * 2 ** i
             convs += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
             cin = cout

@@ -33,7 +33,7 @@ from tabulate import tabulate
 from . import latex
 from . import leaderboard as lb
 from .interfaces import DataError
-from .layer_protocols import FAMILIES, LAYERS, layer_key, layer_of
+from .layer_protocols import FAMILIES, layer_key, layer_of
 
 LAYERS_CSV = lb.REFERENCE_CSV.with_name("published_layers.csv")
 """Where the published layer-wise numbers live in a source checkout."""

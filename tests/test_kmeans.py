@@ -3,7 +3,6 @@ clusters, patches against convolution, the layer-by-layer initialisation, resumi
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np

@@ -604,7 +604,6 @@ def generate_world(out: Path | str, seed: int = 0, size: str = "small",
     out.mkdir(parents=True, exist_ok=True)
     marker = out / ".complete"
     marker.unlink(missing_ok=True)
-    info_path = out / "world.json"
     leftovers = [name for name in ("VOCdevkit", "benchmark_RELEASE", "source", "unlabelled", "clips",
                                    "egomotion", PROPOSALS_FOLDER) if (out / name).exists()]
     if leftovers and not is_synthetic_world(out):
